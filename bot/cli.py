@@ -1,0 +1,58 @@
+"""`imagine-bot` / `python -m bot`: `run` starts the Discord bot, `local` makes one grid without
+Discord. The only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagine-bot", description="A self-hosted Midjourney for Discord."
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the Discord bot")
+    run.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
+
+    local = commands.add_parser("local", help="make one grid from a prompt, without Discord")
+    local.add_argument("prompt", help='an /imagine prompt, e.g. "a red fox --ar 3:2 --seed 42"')
+    local.add_argument("--out", type=Path, default=Path("grid.png"), help="where to write the grid")
+    local.add_argument("--model", help="a model preset (overrides --v and [engine].model)")
+    local.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    if args.command == "local":
+        from engine.local import run_local
+
+        return asyncio.run(run_local(config.engine, args.prompt, args.out, args.model))
+    from bot.app import run_bot
+
+    return run_bot(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

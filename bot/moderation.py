@@ -1,0 +1,62 @@
+"""Who may use the bot, and which prompts it refuses. Pure functions over the config.
+
+Refusals name the rule that applied: vague moderation messages are a common complaint about
+Midjourney, and a self-hosted bot's operators chose these rules themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from bot.config import ModerationConfig, PermissionsConfig
+
+
+def access_denied(
+    perms: PermissionsConfig,
+    *,
+    guild_id: int | None,
+    channel_id: int | None,
+    user_id: int,
+    role_ids: Collection[int],
+) -> str | None:
+    """Why this user may not use the bot here, in plain words; None when they may.
+
+    `guild_id` None means a direct message. Admins skip the channel and role rules (and may use
+    DMs) but not the guild list: that one decides which servers the bot serves at all.
+    """
+    admin = is_admin(perms, user_id=user_id, role_ids=role_ids)
+    if guild_id is None:
+        return None if perms.allow_dms or admin else "Direct messages are turned off for this bot."
+    if perms.allowed_guilds and guild_id not in perms.allowed_guilds:
+        return "This bot is not enabled in this server."
+    if admin:
+        return None
+    if perms.allowed_channels and channel_id not in perms.allowed_channels:
+        return "This bot is not enabled in this channel."
+    if perms.allowed_roles and not set(role_ids) & set(perms.allowed_roles):
+        roles = ", ".join(f"<@&{r}>" for r in perms.allowed_roles)
+        return f"You need one of the roles {roles} to use this bot."
+    return None
+
+
+def is_admin(perms: PermissionsConfig, *, user_id: int, role_ids: Collection[int]) -> bool:
+    return user_id in perms.admins or bool(set(role_ids) & set(perms.admin_roles))
+
+
+def banned_rule(mod: ModerationConfig, text: str) -> str | None:
+    """The first rule `text` breaks, worded for the refusal message; None when it breaks none."""
+    for word in mod.banned_words:
+        if re.search(_word_regex(word), text, re.IGNORECASE):
+            return f'the banned word "{word}"'
+    for pattern in mod.banned_patterns:
+        if re.search(pattern, text, re.IGNORECASE):  # re caches compiled patterns
+            return f"the pattern /{pattern}/"
+    return None
+
+
+def _word_regex(word: str) -> str:
+    # Whole words: like \b…\b, but also right for words that start or end with a symbol
+    # ("c++"), where \b would need a letter next to it. Any run of spaces matches a space.
+    body = r"\s+".join(re.escape(w) for w in word.split())
+    return rf"(?<!\w){body}(?!\w)"

@@ -1,0 +1,313 @@
+"""The parent side of the engine: an async `Engine` backed by one spawned engine process.
+
+    async with EngineClient(config) as engine:
+        handle = await engine.submit(imagine_job(request, model="tiny"))
+        async for event in handle.events():
+            ...
+
+Jobs wait in a `FairQueue` here, in the parent, and go to the process one at a time; so queue
+positions, cancelling a queued job and fairness never touch the GPU process. If the process dies,
+the running job fails (never hangs) and the next job starts a new process. Pure Python: the
+Discord bot imports this without importing torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import threading
+from collections.abc import AsyncIterator
+from multiprocessing.connection import Connection
+from types import TracebackType
+from typing import Any
+
+from engine import worker
+from engine.config import EngineConfig
+from engine.jobs import (
+    TERMINAL_EVENTS,
+    Cancelled,
+    Done,
+    Failed,
+    Job,
+    JobEvent,
+    JobFailed,
+    JobResult,
+    Queued,
+)
+from engine.queue import FairQueue
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0
+
+
+class EngineDiedError(RuntimeError):
+    pass
+
+
+class Handle:
+    """One job's events, as the client receives them. One consumer per handle."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.last: JobEvent | None = None
+
+    def push(self, event: JobEvent) -> None:
+        if self.finished:  # e.g. a late event from a process that was already given up on
+            return
+        self.last = event
+        self._events.put_nowait(event)
+
+    @property
+    def finished(self) -> bool:
+        return isinstance(self.last, TERMINAL_EVENTS)
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, TERMINAL_EVENTS):
+                return
+
+    async def result(self) -> JobResult:
+        async for event in self.events():
+            if isinstance(event, Done):
+                return event.result
+            if isinstance(event, Failed | Cancelled):
+                raise JobFailed(event)
+        raise AssertionError("events() ends with a terminal event")
+
+
+class EngineProcess:
+    """One engine process and the two pipes to it. Runs one job at a time."""
+
+    def __init__(self, config: EngineConfig):
+        ctx = multiprocessing.get_context("spawn")
+        self._commands_out: Connection
+        commands_in, self._commands_out = ctx.Pipe(duplex=False)
+        self._events_in, events_out = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=worker.main,
+            args=(config, commands_in, events_out, logging.getLogger().getEffectiveLevel()),
+            name="imagine-engine",
+            daemon=True,
+        )
+        self._child_ends = (commands_in, events_out)
+        self._current: tuple[Handle, asyncio.Future[JobEvent]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dead = False
+        self._stopping = False
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.process.start)
+        for end in self._child_ends:  # so that EOF reaches us when the child exits
+            end.close()
+        threading.Thread(target=self._read, name="engine-events", daemon=True).start()
+        logger.info("engine process %s started", self.process.pid)
+
+    def _read(self) -> None:
+        """Thread: forward events into the event loop; report death on EOF."""
+        assert self._loop is not None
+        while True:
+            try:
+                event = self._events_in.recv()
+            except (EOFError, OSError):
+                break
+            self._loop.call_soon_threadsafe(self._deliver, event)
+        self._loop.call_soon_threadsafe(self._died)
+
+    def _deliver(self, event: JobEvent) -> None:
+        if self._current is None or event.job_id != self._current[0].job.id:
+            return
+        handle, done = self._current
+        if isinstance(event, TERMINAL_EVENTS):
+            if not done.done():
+                done.set_result(event)
+        else:
+            handle.push(event)
+
+    def _died(self) -> None:
+        self.dead = True
+        self.process.join(timeout=0)  # reap it if it is gone already; never block the loop
+        log = logger.info if self._stopping else logger.error
+        log("engine process %s exited (code %s)", self.process.pid, self.process.exitcode)
+        if self._current is not None and not self._current[1].done():
+            self._current[1].set_exception(EngineDiedError(self.process.exitcode))
+
+    async def run(self, handle: Handle) -> JobEvent:
+        """Send one job; return its terminal event (which the caller pushes to the handle)."""
+        if self.dead:
+            raise EngineDiedError(self.process.exitcode)
+        done: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
+        self._current = (handle, done)
+        try:
+            self._send(("run", handle.job))
+            return await done
+        finally:
+            self._current = None
+
+    def cancel(self, job_id: str) -> None:
+        with contextlib.suppress(OSError):
+            self._send(("cancel", job_id))
+
+    def _send(self, message: tuple[str, Any]) -> None:
+        try:
+            self._commands_out.send(message)
+        except (BrokenPipeError, EOFError) as error:
+            raise EngineDiedError(self.process.exitcode) from error
+
+    def kill(self) -> None:
+        """Give up on this process now: the next job must not be sent to it."""
+        self._stopping = self.dead = True
+        if self.process.is_alive():
+            self.process.kill()
+
+    async def stop(self) -> None:
+        """Ask the process to finish (closing its command pipe), then kill it if it lingers."""
+        self._stopping = True
+        self._commands_out.close()
+        await asyncio.to_thread(self.process.join, STOP_GRACE_S)
+        if self.process.is_alive():
+            logger.warning("engine process %s did not stop; killing it", self.process.pid)
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, STOP_GRACE_S)
+        self._events_in.close()
+
+
+class EngineClient:
+    """An `engine.jobs.Engine` that runs jobs in a local engine process."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self._queue = FairQueue()
+        self._handles: dict[str, Handle] = {}
+        self._running: Job | None = None
+        self._process: EngineProcess | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EngineClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the engine process now (so the default model loads before the first job)."""
+        await self._ensure_process()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="engine-dispatcher")
+
+    async def close(self) -> None:
+        """Stop taking work, fail what is queued, cancel the running job, stop the process."""
+        for job in self._queue.clear():
+            self._finish(job.id, Failed(job.id, "the bot is shutting down; the job did not run"))
+        running = self._running
+        if running is not None and self._process is not None:
+            self._process.cancel(running.id)
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        if running is not None:
+            self._finish(
+                running.id, Failed(running.id, "the bot is shutting down; the job was stopped")
+            )
+        if self._process is not None:
+            await self._process.stop()
+            self._process = None
+
+    async def submit(self, job: Job) -> Handle:
+        if job.id in self._handles:
+            raise ValueError(f"job {job.id} was already submitted")
+        handle = Handle(job)
+        self._handles[job.id] = handle
+        self._queue.put(job)
+        handle.push(Queued(job.id, self._position_in_queue(job.id)))
+        return handle
+
+    async def cancel(self, job_id: str) -> bool:
+        if self._queue.remove(job_id) is not None:
+            self._finish(job_id, Cancelled(job_id))
+            self._announce_positions()
+            return True
+        if self._running is not None and self._running.id == job_id and self._process:
+            self._process.cancel(job_id)
+            return True
+        return False
+
+    def position(self, job_id: str) -> int | None:
+        if self._running is not None and self._running.id == job_id:
+            return 0
+        return self._position_in_queue(job_id) or None
+
+    def jobs(self, owner: str | None = None) -> tuple[Job, ...]:
+        running = [self._running] if self._running is not None else []
+        return tuple(
+            j for j in [*running, *self._queue.order()] if owner is None or j.owner == owner
+        )
+
+    def _position_in_queue(self, job_id: str) -> int:
+        ids = [job.id for job in self._queue.order()]
+        return ids.index(job_id) + 1 if job_id in ids else 0
+
+    def _announce_positions(self) -> None:
+        for place, job in enumerate(self._queue.order(), start=1):
+            handle = self._handles[job.id]
+            if not (isinstance(handle.last, Queued) and handle.last.position == place):
+                handle.push(Queued(job.id, place))
+
+    def _finish(self, job_id: str, event: JobEvent) -> None:
+        handle = self._handles.pop(job_id, None)
+        if handle is not None:
+            handle.push(event)
+
+    async def _ensure_process(self) -> EngineProcess:
+        if self._process is None or self._process.dead:
+            self._process = EngineProcess(self.config)
+            await self._process.start()
+        return self._process
+
+    async def _dispatch(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._running = job
+            self._announce_positions()
+            try:
+                event = await self._run(job)
+            finally:
+                self._running = None
+            self._finish(job.id, event)
+
+    async def _run(self, job: Job) -> JobEvent:
+        handle = self._handles[job.id]
+        try:
+            process = await self._ensure_process()
+            return await asyncio.wait_for(process.run(handle), self.config.job_timeout_s)
+        except TimeoutError:
+            logger.error(
+                "job %s ran past %.0f s; restarting the engine", job.id, self.config.job_timeout_s
+            )
+            if self._process is not None:
+                self._process.kill()
+            return Failed(
+                job.id,
+                f"the job took longer than {self.config.job_timeout_s:.0f} s and was stopped",
+            )
+        except EngineDiedError as error:
+            logger.error("engine process died during job %s (exit code %s)", job.id, error)
+            return Failed(
+                job.id, "the engine stopped unexpectedly while running this job; please try again"
+            )
+        except Exception:
+            logger.exception("could not run job %s", job.id)
+            return Failed(job.id, worker.UNEXPECTED)

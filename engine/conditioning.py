@@ -1,0 +1,181 @@
+"""From a parsed prompt to the text embeddings a pipeline is called with.
+
+How the Midjourney parameters that act on the text land in the diffusion process:
+- multi-prompt weights `a::2 b::1`: each part is encoded on its own (through compel, so prompts
+  over 77 tokens work) and weighed as compel's conjunction does: empty + (part - empty) × w, the
+  parts concatenated; weights are relative, so they are divided by the largest positive one
+  (`a::4 b::2` is `a::2 b::1`).
+- negative parts and `--no`: they form the negative prompt, which classifier-free guidance steers
+  away from; `--no x` is `x::-0.5`, so a part of weight -w gets weight 2w there.
+- `--stylize S`: the preset's house-style text is one more part, of weight sqrt(S / 1000)
+  (100 → 0.32, 250 → 0.5, 1000 → 1); `--s 0` and `--style raw` leave it out.
+- `--chaos C`: each image gets its own Gaussian noise on every token of its conditioning,
+  C/100 × 0.5 × the conditioning's spread, drawn from that image's seed: the four images of a
+  grid drift apart from each other and from the literal prompt. (Chaos also mixes a
+  low-frequency field into each image's starting noise: see engine.generate.initial_noise.)
+- `--weird W`: each image's conditioning is shifted by one random direction shared by all its
+  tokens, W/3000 × 1.5 × the spread, drawn from that image's seed: a coherent but unusual look.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from compel import CompelForSD, CompelForSDXL
+
+from engine.config import ModelPreset
+from engine.prompt.request import ImagineRequest
+
+CHAOS_SCALE = 0.5
+WEIRD_SCALE = 1.5
+_CHAOS_SALT = 0x6368616F  # separate random streams from the seeds' latent noise
+_WEIRD_SALT = 0x77656972
+_TRAILING_WEIGHT = re.compile(r"[+-]+(?=\s|$)")  # compel reads `word++` as a weight
+
+
+@dataclass
+class Conditioning:
+    """Embeddings for a batch, one row per image; the keyword arguments of a pipeline call."""
+
+    embeds: torch.Tensor
+    negative: torch.Tensor
+    pooled: torch.Tensor | None = None
+    negative_pooled: torch.Tensor | None = None
+
+    def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
+        kwargs = {"prompt_embeds": self.embeds, "negative_prompt_embeds": self.negative}
+        if self.pooled is not None and self.negative_pooled is not None:
+            kwargs["pooled_prompt_embeds"] = self.pooled
+            kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled
+        return kwargs
+
+    def select(self, rows: slice) -> Conditioning:
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[rows]
+
+        return Conditioning(
+            self.embeds[rows], self.negative[rows], pick(self.pooled), pick(self.negative_pooled)
+        )
+
+
+def escape(text: str) -> str:
+    """Make user text literal for compel, whose own syntax uses ( ) " and trailing + / -."""
+    text = re.sub(r'([\\()"])', r"\\\1", text)
+    return _TRAILING_WEIGHT.sub(lambda m: "".join("\\" + c for c in m.group(0)), text)
+
+
+def style_weight(request: ImagineRequest) -> float:
+    return 0.0 if request.style_raw else math.sqrt(request.stylize / 1000)
+
+
+def weighed_parts(
+    request: ImagineRequest, preset: ModelPreset
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The (positive, negative) prompt parts with their weights."""
+    positive = request.positive_parts
+    top = max((p.weight for p in positive), default=1.0)
+    parts = [(p.text, p.weight / top) for p in positive]
+    if preset.style and style_weight(request) > 0:
+        parts.append((preset.style, style_weight(request)))
+    negatives = [(text, 1.0) for text in request.negative]
+    negatives += [(p.text, min(2.0, 2 * -p.weight / top)) for p in request.negative_parts]
+    return parts, negatives
+
+
+def plain_texts(request: ImagineRequest, preset: ModelPreset) -> tuple[str, str]:
+    """The same prompts as readable text, for PNG metadata."""
+    positive = ", ".join(p.text for p in request.positive_parts)
+    if preset.style and style_weight(request) > 0:
+        positive += f", {preset.style}"
+    negative = ", ".join([*request.negative, *(p.text for p in request.negative_parts)])
+    return positive, negative
+
+
+def encode(
+    pipe: Any, preset: ModelPreset, request: ImagineRequest, seeds: tuple[int, ...]
+) -> Conditioning:
+    """Embeddings for one image per seed, with --chaos and --weird applied per image."""
+    compel = CompelForSDXL(pipe) if preset.family == "sdxl" else CompelForSD(pipe)
+
+    def encode_text(text: str) -> Encoded:
+        out = compel(escape(text))
+        return Encoded(out.embeds, out.pooled_embeds)
+
+    empty = encode_text("")
+    positive, negative = weighed_parts(request, preset)
+    pos = _conjunction(encode_text, positive, empty)
+    neg = _conjunction(encode_text, negative, empty)
+    length = max(pos.embeds.shape[1], neg.embeds.shape[1])
+    pos, neg = _pad(pos, length, empty), _pad(neg, length, empty)
+    count = len(seeds)
+
+    def batch(t: torch.Tensor) -> torch.Tensor:
+        return t.expand(count, *t.shape[1:]).clone()
+
+    cond = Conditioning(
+        batch(pos.embeds),
+        batch(neg.embeds),
+        None if pos.pooled is None else batch(pos.pooled),
+        None if neg.pooled is None else batch(neg.pooled),
+    )
+    chaos = request.chaos / 100 * CHAOS_SCALE
+    weird = request.weird / 3000 * WEIRD_SCALE
+    for tensor in (cond.embeds, cond.pooled):
+        if tensor is not None:
+            _perturb(tensor, seeds, chaos, weird)
+    return cond
+
+
+@dataclass
+class Encoded:
+    embeds: torch.Tensor  # (1, tokens, dim); tokens a multiple of 77 for long prompts
+    pooled: torch.Tensor | None  # (1, dim), SDXL only
+
+
+def _conjunction(
+    encode_text: Callable[[str], Encoded], parts: list[tuple[str, float]], empty: Encoded
+) -> Encoded:
+    """Each part on its own, moved from the empty prompt by its weight, then concatenated along
+    the tokens (compel's conjunction, done here because compel's own breaks on SDXL's pooled
+    output). The pooled embedding is the mean of the weighed parts'."""
+    if not parts:
+        return empty
+    blocks, pooled = [], []
+    for text, weight in parts:
+        part = encode_text(text)
+        base = _pad(empty, part.embeds.shape[1], empty).embeds
+        blocks.append(base + (part.embeds - base) * weight)
+        if part.pooled is not None and empty.pooled is not None:
+            pooled.append(empty.pooled + (part.pooled - empty.pooled) * weight)
+    return Encoded(torch.cat(blocks, dim=1), torch.stack(pooled).mean(0) if pooled else None)
+
+
+def _pad(encoded: Encoded, length: int, empty: Encoded) -> Encoded:
+    """Lengthen with copies of the empty prompt's tokens (a 77-token block each)."""
+    missing = length - encoded.embeds.shape[1]
+    if missing <= 0:
+        return encoded
+    block = empty.embeds
+    repeats = -(-missing // block.shape[1])
+    filler = block.repeat(1, repeats, 1)[:, :missing]
+    return Encoded(torch.cat([encoded.embeds, filler], dim=1), encoded.pooled)
+
+
+def _perturb(t: torch.Tensor, seeds: tuple[int, ...], chaos: float, weird: float) -> None:
+    if chaos == 0 and weird == 0:
+        return
+    spread = t.float().std().item()
+    for row, seed in enumerate(seeds):
+        if chaos:
+            g = torch.Generator("cpu").manual_seed(seed ^ _CHAOS_SALT)
+            noise = torch.randn(t[row].shape, generator=g)
+            t[row] += (chaos * spread * noise).to(t.device, t.dtype)
+        if weird:
+            g = torch.Generator("cpu").manual_seed(seed ^ _WEIRD_SALT)
+            shift = torch.randn(t[row].shape[-1], generator=g)  # one direction for every token
+            t[row] += (weird * spread * shift).to(t.device, t.dtype)

@@ -1,0 +1,282 @@
+"""Engine configuration: model presets and the [engine] / [storage] tables of config.toml.
+
+Read once at start-up (see `bot.config.load_config`) and passed down. Pure Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.prompt.request import SAMPLERS
+
+FAMILIES = ("sd", "sdxl")
+BUILTIN_PREFIX = "builtin:"
+DEVICES = ("auto", "cuda", "cpu", "mps")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    source: str  # a hub id ("org/name"), a local directory, or "builtin:tiny" / "builtin:tiny-xl"
+    family: str  # "sd" (SD 1.x/2.x) or "sdxl"
+    base_resolution: int  # an image at --ar 1:1 is base × base pixels
+    steps: int
+    guidance: float
+    sampler: str
+    revision: str | None = None
+    variant: str | None = None  # e.g. "fp16" weights on the hub
+    vae: str | None = None  # replace the VAE (e.g. an fp16-safe one)
+    preview: str | None = (
+        None  # a TAESD repo/directory for cheap previews; else a linear projection
+    )
+    style: str = ""  # the "house style" that --stylize weighs in; --style raw leaves it out
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.source.startswith(BUILTIN_PREFIX)
+
+
+# The presets every install has; [models.NAME] tables add to them or override them by name.
+DEFAULT_PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in (
+        ModelPreset(
+            name="sdxl",
+            source="stabilityai/stable-diffusion-xl-base-1.0",
+            family="sdxl",
+            base_resolution=1024,
+            steps=30,
+            guidance=6.0,
+            sampler="dpmpp_2m_karras",
+            variant="fp16",
+            vae="madebyollin/sdxl-vae-fp16-fix",
+            preview="madebyollin/taesdxl",
+            style="highly detailed, beautiful lighting, rich colors, masterful composition",
+        ),
+        ModelPreset(
+            name="sdxl-turbo",
+            source="stabilityai/sdxl-turbo",
+            family="sdxl",
+            base_resolution=512,
+            steps=4,
+            guidance=0.0,
+            sampler="euler_a",
+            variant="fp16",
+            preview="madebyollin/taesdxl",
+            style="highly detailed, beautiful lighting",
+        ),
+        ModelPreset(
+            name="niji",
+            source="cagliostrolab/animagine-xl-3.1",
+            family="sdxl",
+            base_resolution=1024,
+            steps=28,
+            guidance=7.0,
+            sampler="euler_a",
+            preview="madebyollin/taesdxl",
+            style="masterpiece, best quality, anime illustration",
+        ),
+        ModelPreset(
+            name="tiny",
+            source="builtin:tiny",
+            family="sd",
+            base_resolution=128,
+            steps=8,
+            guidance=5.0,
+            sampler="euler",
+            style="highly detailed, beautiful lighting",
+        ),
+        ModelPreset(
+            name="tiny-xl",
+            source="builtin:tiny-xl",
+            family="sdxl",
+            base_resolution=128,
+            steps=8,
+            guidance=5.0,
+            sampler="euler",
+            style="highly detailed, beautiful lighting",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "sdxl"  # the default preset
+    device: str = "auto"
+    dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU
+    storage: Path = Path("./data")  # images under storage/images, SQLite at storage/bot.sqlite3
+    cache_dir: Path | None = None  # hub downloads and built-in models; None: storage/models
+    preload: bool = True  # load the default preset when the engine process starts
+    preview_every: int = 4  # send a preview every N steps (0: never)
+    job_timeout_s: float = 900.0  # a job running longer is failed and the process restarted
+    upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
+    presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
+
+    @property
+    def images_dir(self) -> Path:
+        return self.storage / "images"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir or self.storage / "models"
+
+    def preset(self, name: str | None) -> ModelPreset:
+        """The preset called `name` (the default when None); ConfigError names the choices."""
+        key = (name or self.model).lower()
+        if key not in self.presets:
+            raise ConfigError(
+                f"unknown model {key!r}; the presets are: {', '.join(sorted(self.presets))}"
+            )
+        return self.presets[key]
+
+    def with_model(self, name: str) -> EngineConfig:
+        self.preset(name)  # validate
+        return replace(self, model=name.lower())
+
+
+T = TypeVar("T")
+
+
+def take(table: Mapping[str, Any], key: str, kind: type[T], default: T, where: str) -> T:
+    """table[key] checked against `kind`; the error names `where.key`."""
+    if key not in table:
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]}; "
+            f"the keys of [{where}] are: {', '.join(sorted(allowed))}"
+        )
+
+
+def _choice(value: str, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) -> ModelPreset:
+    where = f"models.{name}"
+    fields = {
+        "source", "family", "base_resolution", "steps", "guidance", "sampler",
+        "revision", "variant", "vae", "preview", "style",
+    }  # fmt: skip
+    check_keys(table, fields, where)
+    if base is None and "source" not in table:
+        raise ConfigError(
+            f"{where}.source is required (a hub id, a local directory or builtin:tiny)"
+        )
+    if base is None and "family" not in table:
+        raise ConfigError(f"{where}.family is required: one of {', '.join(FAMILIES)}")
+    base = base or ModelPreset(name, "", "sd", 512, 30, 7.0, "dpmpp_2m_karras")
+
+    def opt(key: str, current: str | None) -> str | None:
+        return take(table, key, str, current or "", where) or None
+
+    preset = ModelPreset(
+        name=name,
+        source=take(table, "source", str, base.source, where),
+        family=_choice(take(table, "family", str, base.family, where), FAMILIES, f"{where}.family"),
+        base_resolution=take(table, "base_resolution", int, base.base_resolution, where),
+        steps=take(table, "steps", int, base.steps, where),
+        guidance=take(table, "guidance", float, base.guidance, where),
+        sampler=_choice(
+            take(table, "sampler", str, base.sampler, where), SAMPLERS, f"{where}.sampler"
+        ),
+        revision=opt("revision", base.revision),
+        variant=opt("variant", base.variant),
+        vae=opt("vae", base.vae),
+        preview=opt("preview", base.preview),
+        style=take(table, "style", str, base.style, where),
+    )
+    if preset.base_resolution < 64 or preset.base_resolution % 64:
+        raise ConfigError(
+            f"{where}.base_resolution must be a multiple of 64, got {preset.base_resolution}"
+        )
+    if not 1 <= preset.steps <= 150:
+        raise ConfigError(f"{where}.steps must be from 1 to 150, got {preset.steps}")
+    if not 0 <= preset.guidance <= 30:
+        raise ConfigError(f"{where}.guidance must be from 0 to 30, got {preset.guidance}")
+    return preset
+
+
+def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> EngineConfig:
+    """Build the engine's config from the whole parsed TOML document.
+
+    Relative paths are taken from `base_dir` (the config file's folder).
+    """
+    engine = data.get("engine", {})
+    storage = data.get("storage", {})
+    models = data.get("models", {})
+    for key, value in (("engine", engine), ("storage", storage), ("models", models)):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"[{key}] must be a table")
+    check_keys(
+        engine,
+        {
+            "model",
+            "device",
+            "dtype",
+            "cache_dir",
+            "preload",
+            "preview_every",
+            "job_timeout",
+            "upscaler",
+        },
+        "engine",
+    )
+    check_keys(storage, {"path"}, "storage")
+
+    presets = dict(DEFAULT_PRESETS)
+    for name, table in models.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[models.{name}] must be a table")
+        key = name.lower()
+        presets[key] = parse_preset(key, table, presets.get(key))
+
+    def path(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    cache_dir = take(engine, "cache_dir", str, "", "engine")
+    upscaler = take(engine, "upscaler", str, "", "engine")
+    config = EngineConfig(
+        model=take(engine, "model", str, "sdxl", "engine").lower(),
+        device=_choice(take(engine, "device", str, "auto", "engine"), DEVICES, "engine.device"),
+        dtype=_choice(take(engine, "dtype", str, "auto", "engine"), DTYPES, "engine.dtype"),
+        storage=path(take(storage, "path", str, "./data", "storage")),
+        cache_dir=path(cache_dir) if cache_dir else None,
+        preload=take(engine, "preload", bool, True, "engine"),
+        preview_every=take(engine, "preview_every", int, 4, "engine"),
+        job_timeout_s=take(engine, "job_timeout", float, 900.0, "engine"),
+        upscaler=path(upscaler) if upscaler else None,
+        presets=presets,
+    )
+    if config.model not in presets:
+        raise ConfigError(
+            f"engine.model is {config.model!r}, which is not a preset; "
+            f"the presets are: {', '.join(sorted(presets))}"
+        )
+    if config.preview_every < 0:
+        raise ConfigError(f"engine.preview_every must be 0 or more, got {config.preview_every}")
+    if config.job_timeout_s <= 0:
+        raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
+    return config

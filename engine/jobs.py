@@ -1,0 +1,246 @@
+"""Jobs, results and events: the data that crosses between the bot, the engine client and the
+engine process. Pure Python (no torch), frozen, picklable.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from engine.prompt.request import SEED_MAX, ImagineRequest
+
+GRID_SIZE = 4  # images per imagine / variation job
+
+
+class JobKind(StrEnum):
+    IMAGINE = "imagine"
+    VARY = "vary"
+    UPSCALE = "upscale"
+
+
+class Strength(StrEnum):
+    """How far a variation or an upscale may move away from its source image."""
+
+    SUBTLE = "subtle"
+    STRONG = "strong"  # variations only
+    CREATIVE = "creative"  # upscales only
+
+
+ALLOWED_STRENGTHS: dict[JobKind, frozenset[Strength | None]] = {
+    JobKind.IMAGINE: frozenset({None}),
+    JobKind.VARY: frozenset({Strength.SUBTLE, Strength.STRONG}),
+    JobKind.UPSCALE: frozenset({Strength.SUBTLE, Strength.CREATIVE}),
+}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of a finished job. `index` is 0-based; the UI shows it as U1…U4 (index + 1)."""
+
+    job_id: str
+    index: int
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randint(0, SEED_MAX)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A unit of GPU work. Images of an imagine/vary job use seeds seed, seed+1, seed+2, seed+3."""
+
+    id: str
+    kind: JobKind
+    request: ImagineRequest
+    model: str  # a preset name, resolved by the caller
+    seed: int
+    owner: str = ""  # who the fair queue counts this job against (a Discord user id, "local", …)
+    source: ImageRef | None = None  # the image a vary / upscale job starts from
+    strength: Strength | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be from 0 to {SEED_MAX}, got {self.seed}")
+        needs_source = self.kind in (JobKind.VARY, JobKind.UPSCALE)
+        if needs_source != (self.source is not None):
+            raise ValueError(
+                f"a {self.kind.value} job {'needs' if needs_source else 'takes no'} source"
+            )
+        allowed = ALLOWED_STRENGTHS[self.kind]
+        if self.strength not in allowed:
+            raise ValueError(
+                f"a {self.kind.value} job takes strength {allowed}, got {self.strength}"
+            )
+
+    @property
+    def image_count(self) -> int:
+        return 1 if self.kind is JobKind.UPSCALE else GRID_SIZE
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple((self.seed + i) % (SEED_MAX + 1) for i in range(self.image_count))
+
+
+def imagine_job(
+    request: ImagineRequest, *, model: str, owner: str = "", seed: int | None = None
+) -> Job:
+    """A new imagine job; the request's --seed wins, then `seed`, then a random one."""
+    chosen = request.seed if request.seed is not None else seed
+    return Job(
+        id=new_job_id(),
+        kind=JobKind.IMAGINE,
+        request=request,
+        model=model,
+        seed=random_seed() if chosen is None else chosen,
+        owner=owner,
+    )
+
+
+def reroll_job(job: Job, *, owner: str, request: ImagineRequest | None = None) -> Job:
+    """🔄: the same prompt (or an edited one, in remix mode) with new seeds."""
+    req = replace(request or job.request, seed=None)
+    return replace(job, id=new_job_id(), request=req, seed=random_seed(), owner=owner)
+
+
+def vary_job(
+    job: Job,
+    index: int,
+    strength: Strength,
+    *,
+    owner: str,
+    request: ImagineRequest | None = None,
+) -> Job:
+    """V1…V4 / 🪄 Vary: four new images starting from image `index` of `job`."""
+    return Job(
+        id=new_job_id(),
+        kind=JobKind.VARY,
+        request=request or job.request,
+        model=job.model,
+        seed=random_seed(),
+        owner=owner,
+        source=ImageRef(job.id, index),
+        strength=strength,
+    )
+
+
+def upscale_job(job: Job, index: int, strength: Strength, *, owner: str) -> Job:
+    """Upscale (Subtle) / (Creative): image `index` of `job` at twice its size."""
+    return Job(
+        id=new_job_id(),
+        kind=JobKind.UPSCALE,
+        request=job.request,
+        model=job.model,
+        seed=job.seeds[index] if index < job.image_count else job.seed,
+        owner=owner,
+        source=ImageRef(job.id, index),
+        strength=strength,
+    )
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    images: tuple[Path, ...]  # full resolution, one per seed
+    grid: Path | None  # the 2×2 grid; None for an upscale
+    seeds: tuple[int, ...]
+    width: int  # of one image
+    height: int
+    model: str
+    steps: int  # steps actually run
+    elapsed_s: float
+
+
+# Events, in the order a caller sees them:
+# Queued* → Started → Progress* → Done | Failed | Cancelled.
+@dataclass(frozen=True)
+class Queued:
+    job_id: str
+    position: int  # 1 = next to start
+
+
+@dataclass(frozen=True)
+class Started:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: str
+    step: int
+    total: int
+    preview: bytes | None = None  # a small PNG of the grid as it is now
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.step / max(1, self.total)))
+
+
+@dataclass(frozen=True)
+class Done:
+    job_id: str
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: str
+    reason: str  # plain words, safe to show a user
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    job_id: str
+
+
+JobEvent = Queued | Started | Progress | Done | Failed | Cancelled
+TERMINAL_EVENTS = (Done, Failed, Cancelled)
+
+
+class JobFailed(Exception):
+    """Raised by `JobHandle.result()` when a job ends without a result."""
+
+    def __init__(self, event: Failed | Cancelled):
+        self.event = event
+        super().__init__(event.reason if isinstance(event, Failed) else "cancelled")
+
+
+class JobHandle(Protocol):
+    job: Job
+
+    def events(self) -> AsyncIterator[JobEvent]:
+        """Every event of this job, ending with its terminal one (Done, Failed or Cancelled)."""
+        ...
+
+    async def result(self) -> JobResult:
+        """Wait for the end; raise JobFailed unless it is Done."""
+        ...
+
+
+class Engine(Protocol):
+    """The one async interface between a front-end and whatever runs the GPU work.
+
+    Today: `engine.client.EngineClient` (a local engine process). Later: a distributed backend.
+    """
+
+    async def submit(self, job: Job) -> JobHandle: ...
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a queued or running job; False if it is unknown or already finished."""
+        ...
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in the queue; 0 while running; None when not known."""
+        ...
+
+    def jobs(self, owner: str | None = None) -> tuple[Job, ...]:
+        """Running and queued jobs (of `owner`, or everyone's), running first, then queue order."""
+        ...

@@ -1,0 +1,220 @@
+"""Load a model preset's pipeline: a hub id, a local diffusers directory, or a built-in tiny model.
+
+Every failure becomes a `ModelLoadError` whose message names the preset and says what to do; the
+traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+# Imported from their modules: the top-level `diffusers` names are lazy and opaque to mypy.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+    StableDiffusionXLPipeline,
+)
+from huggingface_hub import snapshot_download
+
+from engine.config import BUILTIN_PREFIX, EngineConfig, ModelPreset
+from engine.tiny import ensure_tiny
+
+logger = logging.getLogger(__name__)
+
+_PIPELINES: dict[str, type[DiffusionPipeline]] = {
+    "sd": StableDiffusionPipeline,
+    "sdxl": StableDiffusionXLPipeline,
+}
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# The hub cache keeps each download under models--org--name/snapshots/<commit>/.
+_SNAPSHOT = re.compile(
+    r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\](?P<sha>[0-9a-f]+)"
+)
+
+
+T = TypeVar("T")
+
+
+class ModelLoadError(RuntimeError):
+    """A preset's model could not be loaded; the message names the preset and what to do."""
+
+
+def resolve_device(name: str) -> str:
+    """`auto` → the best device present; an explicit device must exist (ValueError otherwise)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("engine.device is cuda, but torch sees no CUDA GPU (a CPU-only torch?)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("engine.device is mps, but torch.backends.mps is not available")
+    return name
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """`auto` → float16 on CUDA, float32 elsewhere (CPU half precision is slow or unsupported)."""
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; the choices are: auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def load_pipeline(preset: ModelPreset, config: EngineConfig) -> DiffusionPipeline:
+    """The preset's text-to-image pipeline on the configured device, progress bar off."""
+    try:
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        pipe = _load(preset, config, dtype)
+        _check_family(pipe, preset)
+        pipe = pipe.to(device)
+    except Exception as exc:
+        # Loading fails in many ways: files missing or unreachable (OSError: the hub's errors,
+        # offline mode), bad or mismatched files (ValueError, RuntimeError from torch), network
+        # errors of the HTTP client mid-download, a missing optional package. All mean the same to
+        # the caller: this preset cannot be used now, and why.
+        logger.exception("could not load model preset %r from %s", preset.name, preset.source)
+        raise ModelLoadError(_message(preset, exc)) from exc
+    pipe.set_progress_bar_config(disable=True)
+    # SDXL's own VAE overflows in float16. Diffusers 0.42 handles it: with `vae.config.force_upcast`
+    # (True in SDXL's VAE config, False in the fp16-fix VAE) the pipelines move the VAE to float32
+    # around each encode/decode and back. So nothing to do here, but code that calls
+    # `pipe.vae.decode` itself (previews) must do the same when `force_upcast` is set.
+    logger.info(
+        "loaded model preset %r from %s on %s (%s)", preset.name, preset.source, device, dtype
+    )
+    return pipe
+
+
+def model_revision(pipe: DiffusionPipeline) -> str:
+    """A short id of the weights for the PNG metadata: "org/name@commit" or "sha256:…"."""
+    source = str(pipe.name_or_path or "")
+    match = _SNAPSHOT.search(source)
+    if match:
+        return f"{match['org']}/{match['name']}@{match['sha'][:12]}"
+    folder = Path(source)
+    if (folder / "model_index.json").is_file():
+        return "sha256:" + _fingerprint(folder)[:12]
+    return source or "unknown"
+
+
+def _load(preset: ModelPreset, config: EngineConfig, dtype: torch.dtype) -> DiffusionPipeline:
+    cls = _PIPELINES[preset.family]
+    extra: dict[str, Any] = {}
+    if preset.vae:
+        try:
+            extra["vae"] = _load_vae(preset.vae, config, dtype)
+        except Exception as exc:  # say that it is the VAE override that failed
+            raise RuntimeError(f"its VAE {preset.vae}: {_reason(exc)}") from exc
+    folder = _local_folder(preset, config)
+    if folder is None:  # a hub id: download (or find in the cache) the snapshot first
+        folder = _with_variant_fallback(
+            preset,
+            lambda variant: Path(
+                cls.download(
+                    preset.source,
+                    revision=preset.revision,
+                    variant=variant,
+                    cache_dir=config.models_dir / "hub",
+                    use_safetensors=True,  # never unpickle downloaded weights
+                    **extra,  # components given here (the VAE) are not downloaded
+                )
+            ),
+        )
+    return _with_variant_fallback(
+        preset,
+        lambda variant: cls.from_pretrained(folder, variant=variant, dtype=dtype, **extra),
+    )
+
+
+def _local_folder(preset: ModelPreset, config: EngineConfig) -> Path | None:
+    """The model's directory for a built-in or local preset; None for a hub id."""
+    if preset.is_builtin:
+        return ensure_tiny(preset.source.removeprefix(BUILTIN_PREFIX), config.models_dir)
+    path = Path(preset.source).expanduser()
+    if path.exists() or _looks_like_path(preset.source):
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"no diffusers model (model_index.json) in {path}")
+        return path
+    return None
+
+
+def _looks_like_path(source: str) -> bool:
+    # A hub id is "org/name"; anything absolute, relative-looking or deeper is meant as a path.
+    return source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or "\\" in source
+
+
+def _load_vae(source: str, config: EngineConfig, dtype: torch.dtype) -> AutoencoderKL:
+    path = Path(source).expanduser()
+    if _looks_like_path(source) and not path.is_dir():
+        raise FileNotFoundError(f"no such directory {path}")
+    if not path.exists():
+        # Fetched like the pipelines (a snapshot, then a local load): diffusers' own hub path for a
+        # single model makes huggingface_hub warn about a deprecated argument on every load.
+        path = Path(
+            snapshot_download(
+                source,
+                cache_dir=config.models_dir / "hub",
+                allow_patterns=["config.json", "diffusion_pytorch_model*.safetensors*"],
+            )
+        )
+    vae: AutoencoderKL = AutoencoderKL.from_pretrained(path, dtype=dtype)
+    return vae
+
+
+def _with_variant_fallback(preset: ModelPreset, load: Callable[[str | None], T]) -> T:
+    """`load(preset.variant)`, or `load(None)` when the model has no files of that variant."""
+    if preset.variant is None:
+        return load(None)
+    try:
+        return load(preset.variant)
+    except ValueError as exc:
+        if "variant" not in str(exc):
+            raise
+        logger.info("%s has no %r weights; loading the default ones", preset.source, preset.variant)
+        return load(None)
+
+
+def _check_family(pipe: DiffusionPipeline, preset: ModelPreset) -> None:
+    # Diffusers loads an SDXL folder into StableDiffusionPipeline (and the other way round) without
+    # complaint, then fails at the first image: check the UNet's SDXL conditioning instead.
+    is_xl = getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
+    if is_xl != (preset.family == "sdxl"):
+        actual = "sdxl" if is_xl else "sd"
+        raise ValueError(f"it is an {actual} model but the preset says family = {preset.family!r}")
+
+
+def _message(preset: ModelPreset, exc: BaseException) -> str:
+    return (
+        f"could not load model preset {preset.name!r} from {preset.source}: {_reason(exc)}. "
+        f"Check the network or the path in [models.{preset.name}], or try --model tiny"
+    )
+
+
+def _reason(exc: BaseException, limit: int = 200) -> str:
+    """The gist of an error: its first line, cut to its first sentence when long."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if len(reason) > limit:
+        reason = reason.split(". ")[0]
+    if len(reason) > limit:
+        reason = reason[: limit - 3] + "..."
+    return reason.rstrip(".")
+
+
+def _fingerprint(folder: Path) -> str:
+    """sha256 of model_index.json and the UNet's weight file names and sizes (cheap, no reads)."""
+    digest = hashlib.sha256((folder / "model_index.json").read_bytes())
+    unet = folder / "unet"
+    if unet.is_dir():
+        for weights in sorted(unet.glob("*.safetensors")) + sorted(unet.glob("*.bin")):
+            digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()

@@ -1,0 +1,81 @@
+"""`imagine-bot local`: one prompt through the same queue and engine process, without Discord."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from engine.client import EngineClient
+from engine.config import ConfigError, EngineConfig
+from engine.jobs import Done, Failed, Progress, Queued, Started, imagine_job
+from engine.prompt import PromptError, parse_prompts
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_LOCAL_JOBS = 40
+
+
+def output_paths(out: Path, job_number: int, count: int) -> tuple[Path, list[Path]]:
+    """grid.png → grid.png and grid_1.png … grid_4.png; the n-th job of several → grid-n.png …"""
+    stem = out.stem if job_number == 0 else f"{out.stem}-{job_number + 1}"
+    grid = out.with_name(f"{stem}{out.suffix or '.png'}")
+    return grid, [grid.with_name(f"{stem}_{i + 1}{grid.suffix}") for i in range(count)]
+
+
+async def run_local(
+    config: EngineConfig,
+    prompt: str,
+    out: Path,
+    model: str | None = None,
+    err: TextIO | None = None,
+) -> int:
+    err = err or sys.stderr
+    try:
+        if model is not None:
+            config = config.with_model(model)  # preload the model that will run, not the default
+        requests = parse_prompts(prompt, limit=MAX_LOCAL_JOBS, models=config.presets.keys())
+        jobs = [
+            imagine_job(request, model=config.preset(model or request.model).name, owner="local")
+            for request in requests
+            for _ in range(request.repeat)
+        ]
+    except PromptError as error:
+        print(f"{error.title}: {error.message}", file=err)
+        return EXIT_USAGE
+    except ConfigError as error:  # an unknown --model / --v
+        print(f"Invalid parameter: {error}", file=err)
+        return EXIT_USAGE
+
+    status = EXIT_OK
+    async with EngineClient(config) as engine:
+        for number, job in enumerate(jobs):
+            handle = await engine.submit(job)
+            with tqdm(total=1, desc=f"job {number + 1}/{len(jobs)}", file=err, unit="step") as bar:
+                async for event in handle.events():
+                    if isinstance(event, Queued):
+                        bar.set_postfix_str(f"queued ({event.position})")
+                    elif isinstance(event, Started):
+                        bar.set_postfix_str("starting")
+                    elif isinstance(event, Progress):
+                        bar.set_postfix_str("")
+                        bar.total = event.total
+                        bar.update(event.step - bar.n)
+            if not isinstance(handle.last, Done):
+                reason = handle.last.reason if isinstance(handle.last, Failed) else "cancelled"
+                print(f"job failed: {reason}", file=err)
+                status = EXIT_FAILED
+                continue
+            result = handle.last.result
+            grid, images = output_paths(out, number, len(result.images))
+            grid.parent.mkdir(parents=True, exist_ok=True)
+            if result.grid is not None:
+                shutil.copyfile(result.grid, grid)
+                print(f"grid  {grid}  ({result.width}×{result.height} each, model {result.model})")
+            for seed, source, target in zip(result.seeds, result.images, images, strict=True):
+                shutil.copyfile(source, target)
+                print(f"seed {seed}  {target}")
+            print(f"job {result.job_id}  {result.steps} steps  {result.elapsed_s:.1f} s")
+    return status

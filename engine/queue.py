@@ -1,0 +1,76 @@
+"""The waiting line in front of the engine: round-robin between owners, first-come within one.
+
+A user with ten jobs queued does not hold up a user who just arrived: owners take turns.
+Pure Python; lives in the parent process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from engine.jobs import Job
+
+
+class FairQueue:
+    def __init__(self) -> None:
+        self._jobs: dict[str, deque[Job]] = {}  # owner → their jobs, oldest first
+        self._turns: deque[str] = deque()  # owners with jobs, whose turn is next first
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return sum(len(jobs) for jobs in self._jobs.values())
+
+    def put(self, job: Job) -> None:
+        if job.owner not in self._jobs:
+            self._jobs[job.owner] = deque()
+            self._turns.append(job.owner)
+        self._jobs[job.owner].append(job)
+        self._ready.set()
+
+    def get_nowait(self) -> Job | None:
+        if not self._turns:
+            return None
+        owner = self._turns.popleft()
+        jobs = self._jobs[owner]
+        job = jobs.popleft()
+        if jobs:
+            self._turns.append(owner)
+        else:
+            del self._jobs[owner]
+        return job
+
+    async def get(self) -> Job:
+        while (job := self.get_nowait()) is None:
+            self._ready.clear()
+            await self._ready.wait()
+        return job
+
+    def remove(self, job_id: str) -> Job | None:
+        for owner, jobs in self._jobs.items():
+            for job in jobs:
+                if job.id == job_id:
+                    jobs.remove(job)
+                    if not jobs:
+                        del self._jobs[owner]
+                        self._turns.remove(owner)
+                    return job
+        return None
+
+    def order(self) -> list[Job]:
+        """Every queued job in the order it will start, if nothing else arrives."""
+        pending = {owner: list(jobs) for owner, jobs in self._jobs.items()}
+        turns = deque(self._turns)
+        out: list[Job] = []
+        while turns:
+            owner = turns.popleft()
+            out.append(pending[owner].pop(0))
+            if pending[owner]:
+                turns.append(owner)
+        return out
+
+    def clear(self) -> list[Job]:
+        jobs = self.order()
+        self._jobs.clear()
+        self._turns.clear()
+        return jobs

@@ -1,0 +1,203 @@
+"""The built-in tiny models ("builtin:tiny", "builtin:tiny-xl"), built offline from configs.
+
+Nothing can be downloaded in tests or on a fresh install, so these pipelines are made from code:
+random (seeded) weights, real architectures shrunk to a few hundred kilobytes. They draw noise-like
+pictures, but every code path of the real SD / SDXL pipelines runs, including the VAE's factor 8.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Imported from their modules: the top-level `diffusers` names are lazy and opaque to mypy.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+    StableDiffusionXLPipeline,
+)
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("tiny", "tiny-xl")
+SEED = 0  # every component is built right after torch.manual_seed(SEED): the same files each time
+TEXT_HIDDEN = 32
+MAX_TOKENS = 77
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def build_tiny(kind: str, directory: Path) -> Path:
+    """Write the tiny pipeline `kind` ("tiny": SD, "tiny-xl": SDXL) into `directory`; return it."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny model {kind!r}; the choices are: {', '.join(KINDS)}")
+    directory = Path(directory)
+    pipe = _build_sdxl() if kind == "tiny-xl" else _build_sd()
+    pipe.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def ensure_tiny(kind: str, models_dir: Path) -> Path:
+    """`models_dir / kind`, built on first use.
+
+    Built in a temporary sibling folder and renamed into place, so a crash or a concurrent build
+    never leaves a half-written model that later loads would trip over.
+    """
+    target = Path(models_dir) / kind
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+    try:
+        build_tiny(kind, staging)
+        if target.exists() and not (target / "model_index.json").is_file():
+            shutil.rmtree(target)  # an incomplete leftover of an older version
+        staging.rename(target)
+        logger.info("built the %s model in %s", kind, target)
+    except OSError:
+        if not (target / "model_index.json").is_file():
+            raise
+        # Another process renamed its build into place first; its copy is identical.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _build_sd() -> DiffusionPipeline:
+    # Components go in as a dict: diffusers' constructor annotations are stricter than its code
+    # (e.g. `scheduler: KarrasDiffusionSchedulers`, an enum) and would fail mypy.
+    components: dict[str, Any] = {
+        "vae": _vae(),
+        "text_encoder": _text_encoder(CLIPTextModel),
+        "tokenizer": _tokenizer(),
+        "unet": _unet(cross_attention_dim=TEXT_HIDDEN),
+        "scheduler": _scheduler(),
+        "safety_checker": None,
+        "feature_extractor": None,
+    }
+    return StableDiffusionPipeline(**components, requires_safety_checker=False)
+
+
+def _build_sdxl() -> DiffusionPipeline:
+    tokenizer = _tokenizer()
+    time_dim = 8
+    components: dict[str, Any] = {
+        "vae": _vae(),
+        "text_encoder": _text_encoder(CLIPTextModel),
+        "text_encoder_2": _text_encoder(CLIPTextModelWithProjection),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "unet": _unet(
+            # SDXL concatenates the penultimate hidden states of both encoders...
+            cross_attention_dim=2 * TEXT_HIDDEN,
+            # ...and adds encoder 2's pooled embedding plus 6 size/crop numbers, each embedded
+            # with `time_dim` sinusoids.
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim,
+            projection_class_embeddings_input_dim=TEXT_HIDDEN + 6 * time_dim,
+        ),
+        "scheduler": _scheduler(),
+    }
+    return StableDiffusionXLPipeline(**components)
+
+
+def _tokenizer() -> CLIPTokenizer:
+    """A byte-level CLIP tokenizer without merges: every character is a token, none is unknown."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return CLIPTokenizer.from_pretrained(_write_tokenizer_files(Path(tmp)))
+
+
+def _write_tokenizer_files(files: Path) -> Path:
+    symbols = list(_bytes_to_unicode())
+    vocab = symbols + [s + "</w>" for s in symbols] + [BOS, EOS]  # CLIP's order: specials last
+    (files / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (files / "merges.txt").write_text("#version: 0.2\n")
+    special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+    config = {"model_max_length": MAX_TOKENS, **special}
+    (files / "tokenizer_config.json").write_text(json.dumps(config))
+    return files
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """CLIP / GPT-2's map from each of the 256 bytes to a printable character (symbol → byte).
+
+    Printable bytes stand for themselves; the others get the code points from 256 on.
+    """
+    byte_values = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    byte_values += range(ord("®"), ord("ÿ") + 1)
+    code_points = list(byte_values)
+    unprintable = [b for b in range(256) if b not in byte_values]
+    byte_values += unprintable
+    code_points += range(256, 256 + len(unprintable))
+    return {chr(c): b for b, c in zip(byte_values, code_points, strict=True)}
+
+
+def _text_encoder(cls: type[CLIPTextModel] | type[CLIPTextModelWithProjection]) -> torch.nn.Module:
+    config = CLIPTextConfig(
+        vocab_size=514,
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=TEXT_HIDDEN,
+        bos_token_id=512,
+        eos_token_id=513,  # the pooled output is read at the first EOS token
+        pad_token_id=513,
+        hidden_act="gelu",
+    )
+    torch.manual_seed(SEED)
+    return cls(config).eval()
+
+
+def _unet(cross_attention_dim: int, **extra: Any) -> UNet2DConditionModel:
+    torch.manual_seed(SEED)
+    return UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=2,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=2,
+        cross_attention_dim=cross_attention_dim,
+        **extra,
+    ).eval()
+
+
+def _vae() -> AutoencoderKL:
+    torch.manual_seed(SEED)
+    # 4 blocks: the latents are 1/8 of the image as in real models (and code assuming 8 is tested).
+    return AutoencoderKL(
+        block_out_channels=(4, 4, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        sample_size=128,
+    ).eval()
+
+
+def _scheduler() -> EulerDiscreteScheduler:
+    # The scheduler config that SD 1.5 / SDXL ship with.
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )

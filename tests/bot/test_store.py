@@ -1,0 +1,293 @@
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+
+from bot.store import (
+    SCHEMA_VERSION,
+    JobStatus,
+    Store,
+    StoredJob,
+    UserSettings,
+    job_from_json,
+    job_to_json,
+    request_from_dict,
+    request_to_dict,
+    result_from_json,
+    result_to_json,
+    settings_from_json,
+    settings_to_json,
+)
+from engine.jobs import ImageRef, Job, JobKind, JobResult, Strength, imagine_job, vary_job
+from engine.prompt.request import ImagineRequest, PromptPart
+
+# Every field differs from its default, so a field the serializer forgets fails the round trip.
+FULL_REQUEST = ImagineRequest(
+    prompt="a red bird::2 sky::-0.5",
+    parts=(PromptPart("a red bird", 2.0), PromptPart("sky", -0.5)),
+    negative=("blur", "text, watermark"),
+    image_urls=("https://example.com/a.png",),
+    aspect=(16, 9),
+    seed=4_294_967_295,
+    chaos=30,
+    stylize=750,
+    quality=0.25,
+    stop=80,
+    tile=True,
+    weird=250,
+    repeat=3,
+    image_weight=1.5,
+    model="niji",
+    style_raw=True,
+    steps=12,
+    cfg=4.5,
+    sampler="euler_a",
+    speed="relax",
+    raw="https://example.com/a.png a red bird::2 sky::-0.5 --ar 16:9 …",
+)
+FULL_JOB = Job(
+    id="f" * 32,
+    kind=JobKind.VARY,
+    request=FULL_REQUEST,
+    model="niji",
+    seed=7,
+    owner="1234",
+    source=ImageRef("e" * 32, 3),
+    strength=Strength.SUBTLE,
+)
+FULL_RESULT = JobResult(
+    job_id="f" * 32,
+    images=(Path("/data/images/a-0.png"), Path("relative/a-1.png")),
+    grid=Path("/data/images/a-grid.png"),
+    seeds=(7, 8),
+    width=1344,
+    height=768,
+    model="niji",
+    steps=12,
+    elapsed_s=3.25,
+)
+FULL_SETTINGS = UserSettings(
+    model="niji", stylize=250, variation=Strength.SUBTLE, remix=True, suffix="--ar 3:2"
+)
+
+
+def assert_not_defaults(value: object, default: object) -> None:
+    for f in fields(value):  # type: ignore[arg-type]
+        assert getattr(value, f.name) != getattr(default, f.name), f"set {f.name} in the test"
+
+
+def test_test_values_set_every_field() -> None:
+    assert_not_defaults(FULL_REQUEST, ImagineRequest(prompt=""))
+    assert_not_defaults(FULL_SETTINGS, UserSettings())
+    assert set(request_to_dict(FULL_REQUEST)) == {f.name for f in fields(ImagineRequest)}
+
+
+def test_request_round_trip_keeps_every_field() -> None:
+    back = request_from_dict(request_to_dict(FULL_REQUEST))
+    assert back == FULL_REQUEST
+    assert back.raw == FULL_REQUEST.raw  # raw is left out of ==
+    assert isinstance(back.aspect, tuple) and isinstance(back.parts[0], PromptPart)
+
+
+def test_request_with_defaults_round_trips() -> None:
+    request = ImagineRequest(prompt="cat", parts=(PromptPart("cat"),))
+    assert request_from_dict(request_to_dict(request)) == request
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        FULL_JOB,
+        imagine_job(ImagineRequest(prompt="cat"), model="sdxl", owner="1", seed=0),
+        replace(FULL_JOB, kind=JobKind.UPSCALE, strength=Strength.CREATIVE),
+    ],
+)
+def test_job_round_trip(job: Job) -> None:
+    back = job_from_json(job_to_json(job))
+    assert back == job
+    assert back.request.raw == job.request.raw
+    assert back.kind is job.kind and back.strength is job.strength
+
+
+def test_result_round_trip() -> None:
+    assert result_from_json(result_to_json(FULL_RESULT)) == FULL_RESULT
+    upscale = replace(FULL_RESULT, grid=None, images=(Path("x.png"),), seeds=(7,))
+    assert result_from_json(result_to_json(upscale)) == upscale
+
+
+def test_settings_round_trip() -> None:
+    assert settings_from_json(settings_to_json(FULL_SETTINGS)) == FULL_SETTINGS
+    assert settings_from_json(settings_to_json(UserSettings())) == UserSettings()
+
+
+def test_settings_saved_by_an_older_version_load_with_defaults() -> None:
+    assert settings_from_json('{"remix": true}') == UserSettings(remix=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "db" / "bot.sqlite3") as s:
+        yield s
+
+
+def new_job(owner: str = "1", prompt: str = "cat") -> Job:
+    return imagine_job(ImagineRequest(prompt=prompt), model="sdxl", owner=owner)
+
+
+def test_add_and_get_job(store: Store) -> None:
+    store.add_job(FULL_JOB, channel_id=5, message_id=6)
+    stored = store.get_job(FULL_JOB.id)
+    assert stored is not None
+    assert stored.job == FULL_JOB
+    assert (stored.status, stored.channel_id, stored.message_id) == (JobStatus.QUEUED, 5, 6)
+    assert (stored.result, stored.error) == (None, None)
+    assert stored.parent == ImageRef("e" * 32, 3)
+    assert stored.created_at > 0
+
+
+def test_unknown_job_is_none(store: Store) -> None:
+    assert store.get_job("nope") is None
+    assert store.job_by_message(1) is None
+
+
+def test_duplicate_job_id_is_refused(store: Store) -> None:
+    store.add_job(FULL_JOB)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_job(FULL_JOB)
+
+
+def test_set_message_and_find_job_by_message(store: Store) -> None:
+    job = new_job()
+    store.add_job(job)
+    store.set_message(job.id, 10, 2**62)  # Discord ids are 64-bit
+    stored = store.get_job(job.id)
+    assert stored is not None and (stored.channel_id, stored.message_id) == (10, 2**62)
+    found = store.job_by_message(2**62)
+    assert found is not None and found.job.id == job.id
+
+
+def test_status_lifecycle(store: Store) -> None:
+    store.add_job(FULL_JOB)
+    store.set_status(FULL_JOB.id, JobStatus.RUNNING)
+    store.set_status(FULL_JOB.id, JobStatus.DONE, result=FULL_RESULT)
+    stored = store.get_job(FULL_JOB.id)
+    assert stored is not None
+    assert (stored.status, stored.result, stored.error) == (JobStatus.DONE, FULL_RESULT, None)
+
+
+def test_failed_job_keeps_its_error(store: Store) -> None:
+    job = new_job()
+    store.add_job(job)
+    store.set_status(job.id, JobStatus.FAILED, error="out of GPU memory")
+    stored = store.get_job(job.id)
+    assert stored is not None
+    assert (stored.status, stored.error) == (JobStatus.FAILED, "out of GPU memory")
+
+
+def test_updating_an_unknown_job_raises(store: Store) -> None:
+    with pytest.raises(KeyError):
+        store.set_status("nope", JobStatus.DONE)
+    with pytest.raises(KeyError):
+        store.set_message("nope", 1, 2)
+
+
+def add(store: Store, jobs: list[Job], statuses: list[JobStatus]) -> None:
+    for job, status in zip(jobs, statuses, strict=True):
+        store.add_job(job)
+        if status is not JobStatus.QUEUED:
+            store.set_status(job.id, status)
+
+
+def test_user_jobs_newest_first_filtered_and_limited(store: Store) -> None:
+    mine = [new_job("me", f"p{i}") for i in range(4)]
+    add(store, mine, [JobStatus.DONE, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED])
+    store.add_job(new_job("someone else"))
+
+    def ids(jobs: list[StoredJob]) -> list[str]:
+        return [s.job.id for s in jobs]
+
+    newest_first = [j.id for j in reversed(mine)]
+    assert ids(store.user_jobs("me")) == newest_first
+    assert ids(store.user_jobs("me", limit=2)) == newest_first[:2]
+    running_or_queued = store.user_jobs("me", {JobStatus.QUEUED, JobStatus.RUNNING})
+    assert ids(running_or_queued) == [mine[2].id, mine[1].id]
+    assert store.user_jobs("me", []) == []
+    assert store.user_jobs("nobody") == []
+
+
+def test_unfinished_jobs_oldest_first(store: Store) -> None:
+    jobs = [new_job(str(i)) for i in range(5)]
+    statuses = [JobStatus.RUNNING, JobStatus.DONE, JobStatus.QUEUED, JobStatus.CANCELLED]
+    add(store, jobs, [*statuses, JobStatus.QUEUED])
+    assert [s.job.id for s in store.unfinished_jobs()] == [jobs[0].id, jobs[2].id, jobs[4].id]
+
+
+def test_settings_default_then_saved_then_replaced(store: Store) -> None:
+    assert store.get_settings("1") == UserSettings()
+    store.save_settings("1", FULL_SETTINGS)
+    assert store.get_settings("1") == FULL_SETTINGS
+    store.save_settings("1", UserSettings(remix=True))
+    assert store.get_settings("1") == UserSettings(remix=True)
+    assert store.get_settings("2") == UserSettings()
+
+
+def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    job = vary_job(FULL_JOB, 1, Strength.STRONG, owner="2")
+    with Store(path) as store:
+        store.add_job(job, channel_id=1, message_id=2)
+        store.set_status(job.id, JobStatus.RUNNING)
+        store.save_settings("2", FULL_SETTINGS)
+    with Store(path) as store:
+        stored = store.get_job(job.id)
+        assert stored is not None and stored.job == job and stored.status is JobStatus.RUNNING
+        assert [s.job.id for s in store.unfinished_jobs()] == [job.id]
+        assert store.get_settings("2") == FULL_SETTINGS
+
+
+def schema_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT version FROM schema_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_schema_version_is_recorded_and_wal_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    Store(path).close()
+    assert schema_version(path) == SCHEMA_VERSION
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+
+
+def test_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.close()
+    with pytest.raises(RuntimeError, match="newer than this bot"):
+        Store(path)
+
+
+def test_safe_to_use_from_threads(store: Store) -> None:
+    def work(n: int) -> None:
+        for i in range(20):
+            job = new_job(str(n), f"{n}-{i}")
+            store.add_job(job)
+            store.set_status(job.id, JobStatus.DONE)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(store.user_jobs(str(n), limit=100)) == 20 for n in range(4))

@@ -1,0 +1,168 @@
+"""The engine client against a real spawned engine process running the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.client import EngineClient, Handle
+from engine.config import EngineConfig, ModelPreset
+from engine.jobs import (
+    Cancelled,
+    Done,
+    Failed,
+    Job,
+    JobEvent,
+    JobFailed,
+    Progress,
+    Queued,
+    Started,
+    imagine_job,
+)
+from engine.prompt import parse_prompt
+
+TIMEOUT = 60
+
+
+def job(prompt: str = "a red fox --seed 1", owner: str = "u") -> Job:
+    return imagine_job(parse_prompt(prompt), model="tiny", owner=owner)
+
+
+@pytest.fixture
+async def engine(engine_config: EngineConfig) -> AsyncIterator[EngineClient]:
+    async with EngineClient(engine_config) as client:
+        yield client
+
+
+async def collect(handle: Handle) -> list[JobEvent]:
+    async def all_events() -> list[JobEvent]:
+        return [event async for event in handle.events()]
+
+    return await asyncio.wait_for(all_events(), TIMEOUT)
+
+
+async def wait_for(handle: Handle, kind: type) -> JobEvent:
+    """The handle's events up to the first of `kind` (consumes them)."""
+
+    async def first() -> JobEvent:
+        async for event in handle.events():
+            if isinstance(event, kind):
+                return event
+        raise AssertionError(f"the job ended without a {kind.__name__} event: {handle.last}")
+
+    return await asyncio.wait_for(first(), TIMEOUT)
+
+
+async def test_a_job_goes_queued_started_progress_done(engine: EngineClient) -> None:
+    events = await collect(await engine.submit(job()))
+
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Queued and Started in kinds and kinds[-1] is Done
+    steps = [e.step for e in events if isinstance(e, Progress)]
+    assert steps == list(range(1, 9))
+    result = events[-1].result  # type: ignore[union-attr]
+    assert result.grid.exists() and all(p.exists() for p in result.images)
+    assert engine.jobs() == ()
+
+
+async def test_a_killed_engine_fails_its_job_and_the_next_job_runs(engine: EngineClient) -> None:
+    doomed = await engine.submit(job("a red fox --steps 150"))
+    await wait_for(doomed, Progress)
+    process = engine._process
+    assert process is not None and process.process.pid is not None
+    os.kill(process.process.pid, signal.SIGKILL)
+
+    last = (await collect(doomed))[-1]
+    assert isinstance(last, Failed) and "stopped unexpectedly" in last.reason
+    after = await engine.submit(job())
+    assert isinstance((await collect(after))[-1], Done)
+    assert engine._process is not process
+
+
+async def test_a_queued_job_can_be_cancelled(engine: EngineClient) -> None:
+    first = await engine.submit(job("a red fox --steps 40"))
+    await wait_for(first, Started)
+    second = await engine.submit(job())
+
+    assert engine.position(second.job.id) == 1
+    assert await engine.cancel(second.job.id)
+    assert isinstance((await collect(second))[-1], Cancelled)
+    assert isinstance((await collect(first))[-1], Done)
+    assert not await engine.cancel(second.job.id)
+
+
+async def test_a_running_job_can_be_cancelled_and_the_engine_goes_on(engine: EngineClient) -> None:
+    running = await engine.submit(job("a red fox --steps 150"))
+    await wait_for(running, Progress)
+
+    assert engine.position(running.job.id) == 0
+    assert await engine.cancel(running.job.id)
+    events = await collect(running)
+    assert isinstance(events[-1], Cancelled)
+    assert max((e.step for e in events if isinstance(e, Progress)), default=0) < 150
+    assert isinstance((await collect(await engine.submit(job())))[-1], Done)
+
+
+async def test_owners_take_turns_in_the_queue(engine: EngineClient) -> None:
+    blocker = await engine.submit(job("a red fox --steps 40", owner="a"))
+    await wait_for(blocker, Started)
+    a_jobs = [await engine.submit(job(owner="a")) for _ in range(3)]
+    b_job = await engine.submit(job(owner="b"))
+
+    assert [engine.position(h.job.id) for h in [*a_jobs, b_job]] == [1, 3, 4, 2]
+    assert [j.owner for j in engine.jobs()] == ["a", "a", "b", "a", "a"]
+    assert [j.id for j in engine.jobs("b")] == [b_job.job.id]
+    await engine.cancel(a_jobs[0].job.id)
+    assert (await wait_for(b_job, Queued)).position == 2  # type: ignore[union-attr]
+    assert await wait_for(b_job, Queued) == Queued(b_job.job.id, 1)
+    for handle in (blocker, a_jobs[1], a_jobs[2], b_job):
+        await asyncio.wait_for(handle.result(), TIMEOUT)
+
+
+async def test_a_model_that_cannot_load_fails_clearly_and_others_still_run(
+    engine_config: EngineConfig, tmp_path: Path
+) -> None:
+    broken = ModelPreset("broken", str(tmp_path / "missing"), "sd", 128, 4, 5.0, "euler")
+    config = replace(engine_config, presets={**engine_config.presets, "broken": broken})
+    async with EngineClient(config) as engine:
+        failing = await engine.submit(imagine_job(parse_prompt("a fox"), model="broken"))
+        with pytest.raises(JobFailed, match="could not load model preset 'broken'"):
+            await asyncio.wait_for(failing.result(), TIMEOUT)
+        assert (await asyncio.wait_for((await engine.submit(job())).result(), TIMEOUT)).grid
+
+
+async def test_a_job_past_the_timeout_is_stopped_and_the_engine_restarts(
+    engine_config: EngineConfig,
+) -> None:
+    async with EngineClient(replace(engine_config, job_timeout_s=20)) as engine:
+        slow = await engine.submit(job("a red fox --ar 3:1 --steps 150 --q 2"))
+        await wait_for(slow, Progress)  # past start-up: the model is loaded
+        last = (await collect(slow))[-1]
+        assert isinstance(last, Failed) and "longer than 20 s" in last.reason
+        assert isinstance((await collect(await engine.submit(job())))[-1], Done)
+
+
+async def test_closing_fails_what_is_still_queued(engine_config: EngineConfig) -> None:
+    engine = EngineClient(engine_config)
+    await engine.start()
+    running = await engine.submit(job("a red fox --steps 150"))
+    queued = await engine.submit(job())
+    await wait_for(running, Started)
+
+    await asyncio.wait_for(engine.close(), TIMEOUT)
+    for handle in (running, queued):
+        last = (await collect(handle))[-1]
+        assert isinstance(last, Failed) and "shutting down" in last.reason
+
+
+async def test_submitting_the_same_job_twice_is_refused(engine: EngineClient) -> None:
+    once = job()
+    await engine.submit(once)
+    with pytest.raises(ValueError, match="already submitted"):
+        await engine.submit(once)

@@ -1,0 +1,74 @@
+"""`imagine-bot local`: the whole path a user takes without Discord, through the engine process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.cli import main
+from engine.storage import read_metadata
+
+
+def write_config(tmp_path: Path, models_dir: Path) -> Path:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[engine]\nmodel = "tiny"\ncache_dir = "{models_dir}"\n[storage]\npath = "data"\n'
+    )
+    return config
+
+
+def test_local_writes_the_grid_and_four_images_and_is_reproducible(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    prompt = "a red fox --ar 3:2 --seed 42"
+
+    assert main(["local", prompt, "--out", str(tmp_path / "fox.png"), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        main(["local", prompt, "--out", str(tmp_path / "again.png"), "--config", str(config)]) == 0
+    )
+
+    for seed, n in zip(range(42, 46), range(1, 5), strict=True):
+        assert f"seed {seed}  {tmp_path / f'fox_{n}.png'}" in out
+        assert read_metadata(tmp_path / f"fox_{n}.png")["seed"] == seed
+    with Image.open(tmp_path / "fox.png") as grid, Image.open(tmp_path / "again.png") as again:
+        assert grid.size == (384, 256)
+        assert np.array_equal(np.asarray(grid), np.asarray(again))
+    assert (tmp_path / "data" / "images").is_dir()  # storage is relative to the config file
+
+
+def test_local_rejects_an_invalid_prompt_with_status_2(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+
+    status = main(["local", "a fox --chaos 250", "--config", str(config)])
+
+    assert status == 2
+    assert "--chaos must be a whole number from 0 to 100, got 250" in capsys.readouterr().err
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_local_rejects_an_unknown_model_with_status_2(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(
+        ["local", "a fox", "--model", "nope", "--config", str(write_config(tmp_path, models_dir))]
+    )
+
+    assert status == 2
+    assert "unknown model 'nope'; the presets are:" in capsys.readouterr().err
+
+
+def test_a_bad_config_file_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[engine]\nmodle = "tiny"\n')
+
+    assert main(["local", "a fox", "--config", str(config)]) == 2
+    assert "engine.modle" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""The fair queue: owners take turns; first come, first served within one owner."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.jobs import Job, imagine_job
+from engine.prompt import parse_prompt
+from engine.queue import FairQueue
+
+
+def job(owner: str) -> Job:
+    return imagine_job(parse_prompt("a fox"), model="tiny", owner=owner)
+
+
+def owners(queue: FairQueue) -> str:
+    return "".join(j.owner for j in queue.order())
+
+
+def test_owners_take_turns() -> None:
+    queue = FairQueue()
+    for owner in "aaab":
+        queue.put(job(owner))
+
+    assert owners(queue) == "abaa"
+    served = "".join(queue.get_nowait().owner for _ in range(4))  # type: ignore[union-attr]
+    assert served == "abaa"
+
+
+def test_a_newcomer_waits_behind_one_job_of_each_owner_already_waiting() -> None:
+    queue = FairQueue()
+    for owner in "aabbc":
+        queue.put(job(owner))
+    queue.get_nowait()  # a's first starts
+    queue.put(job("d"))
+
+    assert owners(queue) == "bcadb"
+
+
+def test_order_matches_what_get_serves() -> None:
+    queue = FairQueue()
+    jobs = [job(owner) for owner in "abcaabcb"]
+    for j in jobs:
+        queue.put(j)
+
+    predicted = queue.order()
+    assert [queue.get_nowait() for _ in jobs] == predicted
+    assert queue.get_nowait() is None and len(queue) == 0
+
+
+def test_remove_takes_a_job_out_and_an_empty_owner_loses_their_turn() -> None:
+    queue = FairQueue()
+    a, b, a2 = job("a"), job("b"), job("a")
+    for j in (a, b, a2):
+        queue.put(j)
+
+    assert queue.remove(b.id) == b
+    assert queue.remove(b.id) is None
+    assert queue.order() == [a, a2]
+
+
+async def test_get_waits_for_a_job() -> None:
+    queue = FairQueue()
+    waiter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+
+    queue.put(first := job("a"))
+    assert await asyncio.wait_for(waiter, 1) == first
+
+
+def test_clear_returns_everything_in_order() -> None:
+    queue = FairQueue()
+    jobs = [job(owner) for owner in "aab"]
+    for j in jobs:
+        queue.put(j)
+
+    assert queue.clear() == [jobs[0], jobs[2], jobs[1]]
+    assert len(queue) == 0
