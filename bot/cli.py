@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--out", type=Path, default=Path("grid.png"), help="where to write the grid")
     local.add_argument("--model", help="a model preset (overrides --v and [engine].model)")
     local.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
+
+    bench = commands.add_parser("bench", help="time the engine's paths and print a table")
+    bench.add_argument("--model", default="tiny", help="a model preset (default: tiny)")
+    bench.add_argument("--repeats", type=int, default=3, help="runs per row (the median is shown)")
+    bench.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
     return parser
 
 
@@ -49,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.local import run_local
 
         return asyncio.run(run_local(config.engine, args.prompt, args.out, args.model))
+    if args.command == "bench":
+        from engine.bench import run_bench
+
+        print(run_bench(config.engine, args.model, args.repeats))
+        return 0
     from bot.app import run_bot
 
     return run_bot(config)

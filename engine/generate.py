@@ -26,6 +26,7 @@ from PIL import Image
 
 from engine import conditioning
 from engine.config import EngineConfig, ModelPreset
+from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult, Strength
 from engine.loader import load_pipeline, model_revision
@@ -135,6 +136,8 @@ class Generator:
         self.store = ImageStore(config.images_dir)
         self._loader = loader
         self._models: dict[str, LoadedModel] = {}
+        self._gan: Upscaler | None = None
+        self._gan_loaded = False
 
     def model(self, name: str) -> LoadedModel:
         preset = self.config.preset(name)
@@ -317,10 +320,7 @@ class Generator:
     ) -> Image.Image:
         assert job.source is not None
         source = self.store.load(job.source.job_id, job.source.index)
-        big = source.resize(
-            (source.width * UPSCALE_FACTOR, source.height * UPSCALE_FACTOR),
-            Image.Resampling.LANCZOS,
-        )
+        big = self._enlarge(source, model.pipe.device)
         tile = model.preset.base_resolution
         boxes = tile_boxes(big.size, tile)
         plan = make_plan(job, model.preset, (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]))
@@ -328,6 +328,15 @@ class Generator:
         seeds = [(job.seed + i) % 2**32 for i in range(len(boxes))]
         tiles = self._generate(model, job, plan, seeds, crops, progress, cancelled)
         return blend_tiles(big.size, boxes, tiles)
+
+    def _enlarge(self, image: Image.Image, device: Any) -> Image.Image:
+        """2× the size: the GAN upscaler when one is configured (loaded once), else Lanczos."""
+        if self.config.upscaler and not self._gan_loaded:
+            self._gan, self._gan_loaded = load_gan(self.config.upscaler, device), True
+        size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
+        if self._gan is not None:
+            image = self._gan(image)
+        return image.resize(size, Image.Resampling.LANCZOS)
 
     # 3. save every image and the grid with full parameters
     def _save(

@@ -177,7 +177,7 @@ class Progress:
     job_id: str
     step: int
     total: int
-    preview: bytes | None = None  # a small PNG of the grid as it is now
+    preview: bytes | None = None  # a small JPEG of the grid as it is now
 
     @property
     def percent(self) -> int:

@@ -72,7 +72,7 @@ def load_taesd(
     from diffusers import AutoencoderTiny
 
     try:
-        model = AutoencoderTiny.from_pretrained(source, cache_dir=cache_dir, torch_dtype=dtype)
+        model = AutoencoderTiny.from_pretrained(source, cache_dir=cache_dir, dtype=dtype)
     except (OSError, ValueError) as error:
         logger.warning(
             "preview model %s unavailable, using the latent projection: %s", source, error

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.config import EngineConfig
 from engine.generate import (
     GenerationError,
     Generator,
@@ -413,3 +414,51 @@ def test_cuda_grids_are_reproducible_per_image(
 
     assert np.abs(pixels(grid.images[2]) - pixels(alone.images[0])).max() <= 2
     assert cuda.model(model).pipe.device.type == "cuda"
+
+
+def test_previews_use_taesd_when_the_preset_names_one(
+    engine_config: EngineConfig, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    taesd_dir = tmp_path / "taesd"
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).save_pretrained(taesd_dir)
+    preset = replace(engine_config.preset("tiny"), preview=str(taesd_dir))
+    generator = Generator(replace(engine_config, presets={**engine_config.presets, "tiny": preset}))
+    recorder = Recorder()
+
+    generator.run(
+        imagine_job(parse_prompt("a fox --seed 1"), model="tiny"),
+        recorder.progress,
+        recorder.cancelled,
+    )
+
+    assert generator.model("tiny").preview.taesd is not None
+    previews = [p for _, _, p in recorder.steps if p is not None]
+    with Image.open(io.BytesIO(previews[0])) as image:
+        assert image.size == (2 * 128, 2 * 128)  # TAESD decodes to full size (the projection: 1/8)
+
+
+def test_an_upscaler_that_cannot_load_falls_back_to_lanczos(
+    engine_config: EngineConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    weights = tmp_path / "not-a-model.pth"
+    weights.write_bytes(b"not a model")
+    generator = Generator(replace(engine_config, upscaler=weights))
+    source_job = imagine_job(parse_prompt("a red fox --seed 5 --steps 2"), model="tiny")
+    run(generator, source_job)
+
+    upscaled = run(generator, upscale_job(source_job, 0, Strength.SUBTLE, owner="u"))
+
+    assert (upscaled.width, upscaled.height) == (256, 256)
+    assert "upscaling with Lanczos" in caplog.text
