@@ -18,7 +18,9 @@ import contextlib
 import logging
 import multiprocessing
 import threading
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
@@ -35,6 +37,7 @@ from engine.jobs import (
     JobFailed,
     JobResult,
     Queued,
+    Started,
 )
 from engine.queue import FairQueue
 
@@ -81,6 +84,15 @@ class Handle:
         raise AssertionError("events() ends with a terminal event")
 
 
+@dataclass
+class Running:
+    """The job an engine process is working on."""
+
+    handle: Handle
+    started: asyncio.Future[None]  # set by its Started event
+    done: asyncio.Future[JobEvent]  # its terminal event; EngineDiedError if the process dies
+
+
 class EngineProcess:
     """One engine process and the two pipes to it. Runs one job at a time."""
 
@@ -96,7 +108,7 @@ class EngineProcess:
             daemon=True,
         )
         self._child_ends = (commands_in, events_out)
-        self._current: tuple[Handle, asyncio.Future[JobEvent]] | None = None
+        self._current: Running | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead = False
         self._stopping = False
@@ -122,34 +134,34 @@ class EngineProcess:
         self._loop.call_soon_threadsafe(self._died)
 
     def _deliver(self, event: JobEvent) -> None:
-        if self._current is None or event.job_id != self._current[0].job.id:
+        current = self._current
+        if current is None or event.job_id != current.handle.job.id:
             return
-        handle, done = self._current
         if isinstance(event, TERMINAL_EVENTS):
-            if not done.done():
-                done.set_result(event)
-        else:
-            handle.push(event)
+            if not current.done.done():
+                current.done.set_result(event)
+            return
+        if isinstance(event, Started) and not current.started.done():
+            current.started.set_result(None)
+        current.handle.push(event)
 
     def _died(self) -> None:
         self.dead = True
         self.process.join(timeout=0)  # reap it if it is gone already; never block the loop
         log = logger.info if self._stopping else logger.error
         log("engine process %s exited (code %s)", self.process.pid, self.process.exitcode)
-        if self._current is not None and not self._current[1].done():
-            self._current[1].set_exception(EngineDiedError(self.process.exitcode))
+        if self._current is not None and not self._current.done.done():
+            self._current.done.set_exception(EngineDiedError(self.process.exitcode))
 
-    async def run(self, handle: Handle) -> JobEvent:
-        """Send one job; return its terminal event (which the caller pushes to the handle)."""
+    def run(self, handle: Handle) -> Running:
+        """Send one job. Its Started and Progress events go to the handle; the terminal one
+        resolves `Running.done` (the caller pushes it)."""
         if self.dead:
             raise EngineDiedError(self.process.exitcode)
-        done: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
-        self._current = (handle, done)
-        try:
-            self._send(("run", handle.job))
-            return await done
-        finally:
-            self._current = None
+        loop = asyncio.get_running_loop()
+        self._current = Running(handle, loop.create_future(), loop.create_future())
+        self._send(("run", handle.job))
+        return self._current
 
     def cancel(self, job_id: str) -> None:
         with contextlib.suppress(OSError):
@@ -292,16 +304,21 @@ class EngineClient:
         handle = self._handles[job.id]
         try:
             process = await self._ensure_process()
-            return await asyncio.wait_for(process.run(handle), self.config.job_timeout_s)
+            running = process.run(handle)
+            # The time limit starts when the job does: a new process first imports torch and
+            # may preload (even download) the default model, which is not this job's time.
+            first: set[asyncio.Future[Any]] = {running.started, running.done}
+            await asyncio.wait(first, return_when=FIRST_COMPLETED)
+            return await asyncio.wait_for(running.done, self.config.job_timeout_s)
         except TimeoutError:
             logger.error(
-                "job %s ran past %.0f s; restarting the engine", job.id, self.config.job_timeout_s
+                "job %s ran past %g s; restarting the engine", job.id, self.config.job_timeout_s
             )
             if self._process is not None:
                 self._process.kill()
             return Failed(
                 job.id,
-                f"the job took longer than {self.config.job_timeout_s:.0f} s and was stopped",
+                f"the job took longer than {self.config.job_timeout_s:g} s and was stopped",
             )
         except EngineDiedError as error:
             logger.error("engine process died during job %s (exit code %s)", job.id, error)

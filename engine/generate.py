@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -81,6 +81,29 @@ class Plan:
     height: int
     strength: float | None  # img2img only
     chaos: int = 0
+
+    @property
+    def steps_run(self) -> int:
+        """img2img skips the first (1 - strength) of the schedule."""
+        return self.run_steps if self.strength is None else int(self.steps * self.strength)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Images drawn together for one job: their seeds, start images (img2img) and conditioning."""
+
+    model: LoadedModel
+    plan: Plan
+    seeds: Sequence[int]
+    inits: Sequence[Image.Image] | None
+    cond: conditioning.Conditioning
+    tile: bool
+    progress: ProgressFn
+    cancelled: CancelFn
+
+    def rows(self, rows: slice) -> Batch:
+        inits = None if self.inits is None else self.inits[rows]
+        return replace(self, seeds=self.seeds[rows], inits=inits, cond=self.cond.select(rows))
 
 
 def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:
@@ -161,20 +184,21 @@ class Generator:
         if job.kind is JobKind.IMAGINE:
             size = image_size(job.request.aspect, model.preset)
             plan = make_plan(job, model.preset, size)
-            images = self._generate(model, job, plan, job.seeds, None, progress, cancelled)
+            batch = self._batch(model, job, plan, job.seeds, None, progress, cancelled)
+            images = self._generate(batch)
         elif job.kind is JobKind.VARY:
             assert job.source is not None
             source = self.store.load(job.source.job_id, job.source.index)
             plan = make_plan(job, model.preset, source.size)
             inits = [source] * len(job.seeds)
-            images = self._generate(model, job, plan, job.seeds, inits, progress, cancelled)
+            batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
+            images = self._generate(batch)
         else:
             images = [self._upscale(model, job, progress, cancelled)]
             plan = make_plan(job, model.preset, images[0].size)
         return self._save(job, model, plan, images, time.monotonic() - started)
 
-    # 1. diffusion, in chunks, with the out-of-memory fallback
-    def _generate(
+    def _batch(
         self,
         model: LoadedModel,
         job: Job,
@@ -183,109 +207,82 @@ class Generator:
         inits: Sequence[Image.Image] | None,
         progress: ProgressFn,
         cancelled: CancelFn,
-    ) -> list[Image.Image]:
+    ) -> Batch:
         cond = conditioning.encode(model.pipe, model.preset, job.request, tuple(seeds))
-        attempts = [(size, False) for size in (min(len(seeds), 4), 2, 1) if size <= len(seeds)]
+        tile = (
+            job.request.tile and job.kind is not JobKind.UPSCALE
+        )  # tiles of an upscale don't wrap
+        return Batch(model, plan, seeds, inits, cond, tile, progress, cancelled)
+
+    # 1. diffusion, in chunks, with the out-of-memory fallback
+    def _generate(self, batch: Batch) -> list[Image.Image]:
+        count = len(batch.seeds)
+        attempts = [(size, False) for size in (min(count, 4), 2, 1) if size <= count]
         attempts = [*dict.fromkeys(attempts), (1, True)]  # last: one at a time, VAE tiled
+        vae = batch.model.pipe.vae
         for chunk, vae_tiling in attempts:
             out_of_memory = False
             try:
-                with seamless(model.pipe, job.request.tile and job.kind is not JobKind.UPSCALE):
-                    return self._chunks(
-                        model, plan, seeds, inits, cond, chunk, vae_tiling, progress, cancelled
-                    )
+                if vae_tiling:
+                    vae.enable_tiling()
+                with seamless(batch.model.pipe, batch.tile):
+                    return self._chunks(batch, chunk)
             except torch.cuda.OutOfMemoryError:
-                out_of_memory = (
-                    True  # leave the except block so the traceback's tensors can be freed
-                )
+                # Only note it: the traceback holds tensors until the except block is left.
+                out_of_memory = True
             finally:
                 if vae_tiling:
-                    model.pipe.vae.disable_tiling()
+                    vae.disable_tiling()
             if out_of_memory:
+                plan = batch.plan
                 logger.warning(
-                    "out of memory at %dx%d in chunks of %d", plan.width, plan.height, chunk
+                    "out of memory at %dx%d, %d at a time", plan.width, plan.height, chunk
                 )
                 free_memory()
         raise GenerationError(
-            f"the GPU ran out of memory even for one {plan.width}×{plan.height} image; "
+            f"the GPU ran out of memory even for one {batch.plan.width}×{batch.plan.height} image; "
             "try a smaller --ar, --quality .5, or a smaller model"
         )
 
-    def _chunks(
-        self,
-        model: LoadedModel,
-        plan: Plan,
-        seeds: Sequence[int],
-        inits: Sequence[Image.Image] | None,
-        cond: conditioning.Conditioning,
-        chunk: int,
-        vae_tiling: bool,
-        progress: ProgressFn,
-        cancelled: CancelFn,
-    ) -> list[Image.Image]:
-        if vae_tiling:
-            model.pipe.vae.enable_tiling()
-        steps_per_chunk = (
-            plan.run_steps if plan.strength is None else int(plan.steps * plan.strength)
-        )
-        total = steps_per_chunk * math.ceil(len(seeds) / chunk)
+    def _chunks(self, batch: Batch, chunk: int) -> list[Image.Image]:
+        steps = batch.plan.steps_run
+        total = steps * math.ceil(len(batch.seeds) / chunk)
         images: list[Image.Image] = []
-        for start in range(0, len(seeds), chunk):
-            rows = slice(start, start + chunk)
-            done_before = steps_per_chunk * (start // chunk)
-            images += self._call(
-                model,
-                plan,
-                seeds[rows],
-                None if inits is None else inits[rows],
-                cond.select(rows),
-                partial(self._on_step, model, done_before, total, progress),
-                cancelled,
-            )
+        for start in range(0, len(batch.seeds), chunk):
+            on_step = partial(self._on_step, batch, steps * (start // chunk), total)
+            images += self._call(batch.rows(slice(start, start + chunk)), on_step)
         return images
 
     def _on_step(
-        self,
-        model: LoadedModel,
-        done_before: int,
-        total: int,
-        progress: ProgressFn,
-        step_in_chunk: int,
-        latents: torch.Tensor,
+        self, batch: Batch, done_before: int, total: int, step_in_chunk: int, latents: torch.Tensor
     ) -> None:
         step = done_before + step_in_chunk
         every = self.config.preview_every
         preview = None
         if every and (step % every == 0) and step < total:
-            preview = model.preview.jpeg(latents)
-        progress(step, total, preview)
+            preview = batch.model.preview.jpeg(latents)
+        batch.progress(step, total, preview)
 
     def _call(
-        self,
-        model: LoadedModel,
-        plan: Plan,
-        seeds: Sequence[int],
-        inits: Sequence[Image.Image] | None,
-        cond: conditioning.Conditioning,
-        on_step: Callable[[int, torch.Tensor], None],
-        cancelled: CancelFn,
+        self, batch: Batch, on_step: Callable[[int, torch.Tensor], None]
     ) -> list[Image.Image]:
         """One pipeline call for a few images. Each call gets its own scheduler (from_pipe shares
         the base pipeline's, which is not safe to reuse across runs)."""
-        scheduler = make_scheduler(plan.sampler, model.pipe.scheduler.config)
+        plan, seeds, inits = batch.plan, batch.seeds, batch.inits
+        scheduler = make_scheduler(plan.sampler, batch.model.pipe.scheduler.config)
         auto = AutoPipelineForText2Image if inits is None else AutoPipelineForImage2Image
-        pipe = auto.from_pipe(model.pipe, scheduler=scheduler)
+        pipe = auto.from_pipe(batch.model.pipe, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
 
         def callback(p: Any, index: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             on_step(index + 1, kwargs["latents"])
-            if cancelled():
+            if batch.cancelled():
                 p._interrupt = True  # the pipeline still decodes and returns; we discard that
             return {}
 
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs: dict[str, Any] = dict(
-            cond.pipeline_kwargs(),
+            batch.cond.pipeline_kwargs(),
             guidance_scale=plan.guidance,
             generator=generators,
             callback_on_step_end=callback,
@@ -310,7 +307,7 @@ class Generator:
             kwargs.update(image=list(inits), strength=plan.strength, num_inference_steps=plan.steps)
         with torch.inference_mode():
             images = pipe(**kwargs).images
-        if cancelled():
+        if batch.cancelled():
             raise JobCancelledError
         return list(images)
 
@@ -326,7 +323,7 @@ class Generator:
         plan = make_plan(job, model.preset, (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]))
         crops = [big.crop(box) for box in boxes]
         seeds = [(job.seed + i) % 2**32 for i in range(len(boxes))]
-        tiles = self._generate(model, job, plan, seeds, crops, progress, cancelled)
+        tiles = self._generate(self._batch(model, job, plan, seeds, crops, progress, cancelled))
         return blend_tiles(big.size, boxes, tiles)
 
     def _enlarge(self, image: Image.Image, device: Any) -> Image.Image:
@@ -344,7 +341,7 @@ class Generator:
     ) -> JobResult:
         positive, negative = conditioning.plain_texts(job.request, model.preset)
         width, height = images[0].size
-        steps = plan.run_steps if plan.strength is None else int(plan.steps * plan.strength)
+        steps = plan.steps_run
         base: dict[str, Any] = {
             "job_id": job.id,
             "kind": job.kind.value,

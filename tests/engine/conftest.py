@@ -28,10 +28,15 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.fixture
-def engine_config(tmp_path: Path, models_dir: Path) -> EngineConfig:
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def engine_config(request: pytest.FixtureRequest, tmp_path: Path, models_dir: Path) -> EngineConfig:
+    """Every test that generates runs on the CPU, and again on CUDA where there is a GPU."""
     return EngineConfig(
-        model="tiny", device="cpu", storage=tmp_path / "data", cache_dir=models_dir, preview_every=2
+        model="tiny",
+        device=request.param,
+        storage=tmp_path / "data",
+        cache_dir=models_dir,
+        preview_every=2,
     )
 
 
