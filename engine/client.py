@@ -244,7 +244,7 @@ class EngineClient:
         handle = Handle(job)
         self._handles[job.id] = handle
         self._queue.put(job)
-        handle.push(Queued(job.id, self._position_in_queue(job.id)))
+        self._announce_positions()  # the newcomer may go ahead of others (owners take turns)
         return handle
 
     async def cancel(self, job_id: str) -> bool:

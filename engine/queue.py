@@ -1,7 +1,8 @@
 """The waiting line in front of the engine: round-robin between owners, first-come within one.
 
-A user with ten jobs queued does not hold up a user who just arrived: owners take turns.
-Pure Python; lives in the parent process.
+A user with ten jobs queued does not hold up a user who just arrived: owners take turns. The
+owner served last counts as having just had their turn, even when their queue had run dry and
+they joined again as a newcomer. Pure Python; lives in the parent process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ class FairQueue:
     def __init__(self) -> None:
         self._jobs: dict[str, deque[Job]] = {}  # owner → their jobs, oldest first
         self._turns: deque[str] = deque()  # owners with jobs, whose turn is next first
+        self._last: str | None = None  # the owner of the job served last
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
@@ -31,13 +33,14 @@ class FairQueue:
     def get_nowait(self) -> Job | None:
         if not self._turns:
             return None
-        owner = self._turns.popleft()
+        owner = _next_owner(self._turns, self._last)
         jobs = self._jobs[owner]
         job = jobs.popleft()
         if jobs:
             self._turns.append(owner)
         else:
             del self._jobs[owner]
+        self._last = owner
         return job
 
     async def get(self) -> Job:
@@ -61,9 +64,10 @@ class FairQueue:
         """Every queued job in the order it will start, if nothing else arrives."""
         pending = {owner: list(jobs) for owner, jobs in self._jobs.items()}
         turns = deque(self._turns)
+        last = self._last
         out: list[Job] = []
         while turns:
-            owner = turns.popleft()
+            owner = last = _next_owner(turns, last)
             out.append(pending[owner].pop(0))
             if pending[owner]:
                 turns.append(owner)
@@ -74,3 +78,10 @@ class FairQueue:
         self._jobs.clear()
         self._turns.clear()
         return jobs
+
+
+def _next_owner(turns: deque[str], last: str | None) -> str:
+    """Pop whose turn it is; the owner served last goes behind anyone else waiting."""
+    if len(turns) > 1 and turns[0] == last:
+        turns.rotate(-1)
+    return turns.popleft()

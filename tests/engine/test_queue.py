@@ -77,3 +77,27 @@ def test_clear_returns_everything_in_order() -> None:
 
     assert queue.clear() == [jobs[0], jobs[2], jobs[1]]
     assert len(queue) == 0
+
+
+def test_the_owner_just_served_waits_behind_others_who_arrive_later() -> None:
+    queue = FairQueue()
+    queue.put(job("a"))
+    queue.get_nowait()  # a's job starts at once; a has nothing queued
+    queue.put(job("a"))
+    queue.put(job("a"))
+    queue.put(job("b"))  # b arrives after a queued more
+
+    assert owners(queue) == "baa"
+    assert "".join(queue.get_nowait().owner for _ in range(3)) == "baa"  # type: ignore[union-attr]
+
+
+def test_an_owner_served_long_ago_keeps_their_place() -> None:
+    queue = FairQueue()
+    queue.put(job("a"))
+    queue.get_nowait()
+    queue.put(job("c"))
+    queue.get_nowait()  # c was served last, not a
+    queue.put(job("a"))
+    queue.put(job("b"))
+
+    assert owners(queue) == "ab"
