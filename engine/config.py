@@ -119,6 +119,7 @@ class EngineConfig:
     preview_every: int = 4  # send a preview every N steps (0: never)
     job_timeout_s: float = 900.0  # a job running longer is failed and the process restarted
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
+    threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
 
     @property
@@ -240,6 +241,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "preview_every",
             "job_timeout",
             "upscaler",
+            "threads",
         },
         "engine",
     )
@@ -268,6 +270,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         preview_every=take(engine, "preview_every", int, 4, "engine"),
         job_timeout_s=take(engine, "job_timeout", float, 900.0, "engine"),
         upscaler=path(upscaler) if upscaler else None,
+        threads=take(engine, "threads", int, 0, "engine"),
         presets=presets,
     )
     if config.model not in presets:
@@ -277,6 +280,8 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         )
     if config.preview_every < 0:
         raise ConfigError(f"engine.preview_every must be 0 or more, got {config.preview_every}")
+    if config.threads < 0:
+        raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
     if config.job_timeout_s <= 0:
         raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
     return config

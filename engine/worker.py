@@ -32,12 +32,15 @@ def main(config: EngineConfig, commands: Connection, events: Connection, log_lev
     )
     # Heavy imports here, not at module level: the parent imports this module to name the target.
     import diffusers
+    import torch
     import transformers
 
     from engine.generate import Generator
 
     diffusers.utils.logging.disable_progress_bar()  # our own progress events replace them
     transformers.utils.logging.disable_progress_bar()
+    if config.threads:
+        torch.set_num_threads(config.threads)
 
     generator = Generator(config)
     cancelled: set[str] = set()
