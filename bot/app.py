@@ -1,0 +1,153 @@
+"""The Discord bot: start-up, shutdown and the error paths, shaped like discord.py's
+examples/advanced_startup.py.
+
+    run_bot(config)  →  asyncio.run(main())  →  async with ImagineBot(config) as bot: bot.start()
+
+`setup_hook` opens the Store, starts the engine, adds the cogs, registers the persistent buttons
+and syncs the slash commands; it never waits for the gateway (that would deadlock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.buttons import JobButton
+from bot.commands import JobCommands
+from bot.config import BotConfig, ConfigError, require_token
+from bot.delivery import EDIT_INTERVAL_S, Deliveries
+from bot.imagine import ImagineCog
+from bot.interactions import access_refusal, reply_private, report_error
+from bot.presses import Presses
+from bot.settings import SettingsButton, SettingsCog, SettingsSelect
+from bot.store import Store
+from engine.client import EngineClient
+from engine.jobs import Engine
+
+logger = logging.getLogger(__name__)
+
+
+class GuardedTree(app_commands.CommandTree["ImagineBot"]):
+    """Every slash command passes the permission rules first; every error is logged."""
+
+    async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:
+        refusal = access_refusal(interaction.client.config, interaction)
+        if refusal is not None:
+            await reply_private(interaction, refusal)
+            return False
+        return True
+
+    async def on_error(
+        self, interaction: discord.Interaction[ImagineBot], error: app_commands.AppCommandError
+    ) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        command = interaction.command.qualified_name if interaction.command else "?"
+        await report_error(interaction, original, f"/{command}")
+
+
+class ImagineBot(commands.Bot):
+    store: Store
+    engine: Engine
+    deliveries: Deliveries
+    presses: Presses
+
+    def __init__(
+        self,
+        config: BotConfig,
+        *,
+        engine: Engine | None = None,
+        edit_interval_s: float = EDIT_INTERVAL_S,
+        **options: Any,
+    ) -> None:
+        """`engine`: an already running Engine to use (and leave running); by default the bot
+        starts its own EngineClient and stops it on close."""
+        intents = discord.Intents.default()  # slash commands need no message content
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,  # a prefix command; this bot has slash commands only
+            intents=intents,
+            tree_cls=GuardedTree,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **options,
+        )
+        self.config = config
+        self._given_engine = engine
+        self._owned_engine: EngineClient | None = None
+        self._edit_interval_s = edit_interval_s
+        self._closed = False
+
+    async def setup_hook(self) -> None:
+        self.store = Store(self.config.database)
+        if self._given_engine is not None:
+            self.engine = self._given_engine
+        else:
+            self._owned_engine = EngineClient(self.config.engine)
+            await self._owned_engine.start()
+            self.engine = self._owned_engine
+        self.deliveries = Deliveries(self, self._edit_interval_s)
+        self.presses = Presses(self)
+        self.deliveries.fail_unfinished()  # before any new job, so none is mistaken for old
+        for cog in (ImagineCog(self), SettingsCog(self), JobCommands(self)):
+            await self.add_cog(cog)
+        self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """To each configured guild (instant); globally when none is configured (slow to show,
+        and Discord caps command creations per day)."""
+        guild_ids = self.config.discord.guild_ids
+        if not guild_ids:
+            synced = await self.tree.sync()
+            logger.info("synced %d global command(s)", len(synced))
+            return
+        for guild_id in guild_ids:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            logger.info("synced %d command(s) to guild %s", len(synced), guild_id)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        logger.exception("error in event %s", event_method)
+
+    async def close(self) -> None:
+        """Stop the engine (its jobs end as Failed, and their messages say so), let the
+        deliveries finish their last edits, then disconnect and close the Store."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._owned_engine is not None:
+                await self._owned_engine.close()
+            if hasattr(self, "deliveries"):
+                await self.deliveries.close()
+        finally:
+            await super().close()
+            if hasattr(self, "store"):
+                self.store.close()
+
+
+async def main(config: BotConfig, token: str) -> None:
+    async with ImagineBot(config) as bot:
+        await bot.start(token)
+
+
+def run_bot(config: BotConfig) -> int:
+    """`imagine-bot run`: the process's exit status."""
+    try:
+        token = require_token(config)
+    except ConfigError as error:
+        logger.error("%s", error)
+        return 2
+    try:
+        asyncio.run(main(config, token))
+    except discord.LoginFailure:
+        logger.error("Discord refused the token; check DISCORD_TOKEN or [discord].token")
+        return 1
+    except KeyboardInterrupt:
+        logger.info("stopped")
+    return 0

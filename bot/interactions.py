@@ -1,0 +1,95 @@
+"""Small helpers every interaction handler uses: who is asking, may they, and private replies.
+
+Error replies never carry a traceback: the traceback goes to the log, the user gets one plain
+sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import discord
+
+from bot.config import BotConfig
+from bot.messages import SOMETHING_WENT_WRONG
+from bot.moderation import access_denied, is_admin
+
+logger = logging.getLogger(__name__)
+
+# Discord's upload limit for servers without boosts; used when the payload does not say.
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+
+
+def role_ids(user: discord.User | discord.Member) -> Sequence[int]:
+    return [role.id for role in user.roles] if isinstance(user, discord.Member) else ()
+
+
+def access_refusal(config: BotConfig, interaction: discord.Interaction) -> str | None:
+    """Why this user may not use the bot here (plain words), or None."""
+    channel_id = interaction.channel_id
+    if isinstance(interaction.channel, discord.Thread):  # a thread counts as its parent channel
+        channel_id = interaction.channel.parent_id
+    return access_denied(
+        config.permissions,
+        guild_id=interaction.guild_id,
+        channel_id=channel_id,
+        user_id=interaction.user.id,
+        role_ids=role_ids(interaction.user),
+    )
+
+
+def user_is_admin(config: BotConfig, interaction: discord.Interaction) -> bool:
+    user = interaction.user
+    return is_admin(config.permissions, user_id=user.id, role_ids=role_ids(user))
+
+
+def attachment_limit(interaction: discord.Interaction | None) -> int:
+    """The largest file this interaction may upload (it depends on the server's boosts)."""
+    limit = getattr(interaction, "filesize_limit", None)
+    return limit if isinstance(limit, int) and limit > 0 else DEFAULT_ATTACHMENT_LIMIT
+
+
+async def reply_private(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer, whether or not the interaction was answered already."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+async def report_error(interaction: discord.Interaction, error: BaseException, where: str) -> None:
+    """Log `error` with its traceback; tell the user privately that something went wrong."""
+    logger.error(
+        "error in %s (interaction %s by user %s)",
+        where,
+        interaction.id,
+        interaction.user.id if interaction.user else "?",
+        exc_info=error,
+    )
+    try:
+        await reply_private(interaction, SOMETHING_WENT_WRONG)
+    except discord.HTTPException:  # e.g. the token expired: the log has it all
+        logger.warning("could not tell the user about the error", exc_info=True)
+
+
+class LoggedView(discord.ui.View):
+    """A View whose callback errors are logged and answered privately."""
+
+    async def on_error(
+        self,
+        interaction: discord.Interaction,
+        error: Exception,
+        item: discord.ui.Item[discord.ui.View],
+        /,
+    ) -> None:
+        await report_error(interaction, error, f"{type(self).__name__} item {item!r}")
+
+
+class LoggedModal(discord.ui.Modal):
+    """A Modal whose submit errors are logged and answered privately."""
+
+    async def on_error(  # type: ignore[override]  # Modal.on_error takes no item
+        self, interaction: discord.Interaction, error: Exception, /
+    ) -> None:
+        await report_error(interaction, error, f"modal {type(self).__name__}")

@@ -1,0 +1,86 @@
+"""The words the bot shows: job messages in Midjourney's format, and private replies.
+
+Pure functions over engine data; nothing here talks to Discord.
+"""
+
+from __future__ import annotations
+
+import discord
+
+from engine.jobs import Job, JobKind, JobResult, Strength
+from engine.prompt import PromptError
+
+# A message's content is capped at 2000 characters and a prompt may have 6000: the prompt shown
+# is shortened so the status after it always fits.
+MAX_SHOWN_PROMPT = 1500
+SOMETHING_WENT_WRONG = "Something went wrong; the error was logged."
+RESTARTED = "the bot restarted before this job finished"
+
+
+def mention(user_id: str | int) -> str:
+    return f"<@{user_id}>"
+
+
+def shown_prompt(job: Job) -> str:
+    """The prompt in bold, as the user wrote it (parameters included), markdown escaped."""
+    text = job.request.raw or job.request.prompt
+    if len(text) > MAX_SHOWN_PROMPT:
+        text = text[: MAX_SHOWN_PROMPT - 1] + "…"
+    return f"**{discord.utils.escape_markdown(text)}**"
+
+
+def strength_word(strength: Strength | None) -> str:
+    return (strength or Strength.STRONG).value.title()
+
+
+def headline(job: Job) -> str:
+    """`**prompt** - <@owner>`, or what kind of job it is for variations and upscales."""
+    who = mention(job.owner)
+    if job.kind is JobKind.VARY:
+        return f"{shown_prompt(job)} - Variations ({strength_word(job.strength)}) by {who}"
+    if job.kind is JobKind.UPSCALE:
+        return f"{shown_prompt(job)} - Upscaled ({strength_word(job.strength)}) by {who}"
+    return f"{shown_prompt(job)} - {who}"
+
+
+def waiting(job: Job, position: int) -> str:
+    """Position 1 (or unknown) is next in line: Midjourney calls that "Waiting to start"."""
+    status = "Waiting to start" if position <= 1 else f"Queued: position {position}"
+    return f"{headline(job)} ({status})"
+
+
+def running(job: Job, percent: int) -> str:
+    return f"{headline(job)} ({percent}%)"
+
+
+def finished(job: Job, result: JobResult) -> str:
+    seed = result.seeds[0] if result.seeds else job.seed
+    return f"{headline(job)} (seed {seed}, model {result.model}, {result.steps} steps)"
+
+
+def failed(job: Job, reason: str) -> str:
+    return f"{headline(job)} (Failed: {reason})"
+
+
+def cancelled(job: Job) -> str:
+    return f"{headline(job)} (Cancelled)"
+
+
+def single_image(job: Job, number: int, presser: int, result: JobResult | None) -> str:
+    """U1…U4: one image of a grid on its own."""
+    seed = f" (seed {result.seeds[number - 1]})" if result and len(result.seeds) >= number else ""
+    return f"{shown_prompt(job)} - Image #{number} {mention(presser)}{seed}"
+
+
+def prompt_error(error: PromptError) -> str:
+    return f"**{error.title}**\n{error.message}"
+
+
+def banned(rule: str) -> str:
+    return f"Banned prompt detected: your prompt matched {rule}. Please rephrase it."
+
+
+def job_line(job: Job, position: int | None) -> str:
+    """One line of /info."""
+    where = "running" if position == 0 else f"queued, position {position or '?'}"
+    return f"• `{job.id}` {shown_prompt(job)} ({job.kind.value}, {where})"

@@ -1,0 +1,197 @@
+"""What the job buttons do when pressed (bot/buttons.py says how they look).
+
+Anyone who may use the bot in the channel may press a job's buttons and the new job is theirs,
+as on Midjourney; `permissions.buttons_owner_only` keeps them to the job's owner. ❌ is always
+the owner's (or an admin's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import messages
+from bot.attachments import fit_image
+from bot.buttons import Op, Press, single_view
+from bot.interactions import (
+    LoggedModal,
+    access_refusal,
+    attachment_limit,
+    reply_private,
+    user_is_admin,
+)
+from bot.limits import admit, queue_load
+from bot.moderation import banned_rule
+from bot.store import JobStatus, StoredJob
+from engine.jobs import Job, JobKind, Strength, reroll_job, upscale_job, vary_job
+from engine.prompt import ImagineRequest, PromptError, parse_prompt
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+MAX_MODAL_TEXT = 4000  # Discord's cap on a text input
+_VARY_STRENGTH = {Op.VARY_SUBTLE: Strength.SUBTLE, Op.VARY_STRONG: Strength.STRONG}
+_UPSCALE_STRENGTH = {Op.UPSCALE_SUBTLE: Strength.SUBTLE, Op.UPSCALE_CREATIVE: Strength.CREATIVE}
+
+
+class Presses:
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    async def handle(self, interaction: discord.Interaction, press: Press) -> None:
+        refusal = access_refusal(self.bot.config, interaction)
+        if refusal is not None:
+            await reply_private(interaction, refusal)
+            return
+        stored = self.bot.store.get_job(press.job_id)
+        if stored is None:
+            await reply_private(interaction, "This job is not in the bot's records any more.")
+            return
+        if press.op is Op.CANCEL:
+            await self.cancel(interaction, stored)
+            return
+        if not self._may_press(interaction, stored):
+            await reply_private(
+                interaction,
+                f"Only {messages.mention(stored.job.owner)}, who made this job, may use its "
+                "buttons.",
+            )
+            return
+        await self._run(interaction, stored, press)
+
+    def _may_press(self, interaction: discord.Interaction, stored: StoredJob) -> bool:
+        return (
+            not self.bot.config.permissions.buttons_owner_only
+            or stored.job.owner == str(interaction.user.id)
+            or user_is_admin(self.bot.config, interaction)
+        )
+
+    async def _run(self, interaction: discord.Interaction, stored: StoredJob, press: Press) -> None:
+        presser = str(interaction.user.id)
+        job = stored.job
+        if press.op is Op.REROLL:
+            await self._maybe_remix(
+                interaction, job, lambda req: _reroll(job, presser, req, self.bot)
+            )
+            return
+        if not await self._image_available(interaction, stored, press.index):
+            return
+        if press.op is Op.PICK:
+            await self.pick(interaction, stored, press.index)
+        elif press.op in _UPSCALE_STRENGTH:
+            strength = _UPSCALE_STRENGTH[press.op]
+            await self.start(interaction, upscale_job(job, press.index, strength, owner=presser))
+        else:  # V1…V4 follow the presser's /settings; 🪄 Vary says which
+            variation = (
+                _VARY_STRENGTH.get(press.op) or self.bot.store.get_settings(presser).variation
+            )
+            await self._maybe_remix(
+                interaction,
+                job,
+                lambda req: vary_job(job, press.index, variation, owner=presser, request=req),
+            )
+
+    async def _image_available(
+        self, interaction: discord.Interaction, stored: StoredJob, index: int
+    ) -> bool:
+        result = stored.result
+        if stored.status is not JobStatus.DONE or result is None:
+            await reply_private(
+                interaction, f"This job has no images to use (it is {stored.status.value})."
+            )
+            return False
+        if not 0 <= index < len(result.images):
+            await reply_private(interaction, "This job has no such image.")
+            return False
+        if not result.images[index].exists():
+            await reply_private(interaction, "That image is no longer in the bot's storage.")
+            return False
+        return True
+
+    async def pick(self, interaction: discord.Interaction, stored: StoredJob, index: int) -> None:
+        """U1…U4: the image on its own at full size; no GPU work, it is in storage."""
+        assert stored.result is not None
+        number = index + 1
+        await interaction.response.defer(thinking=True)
+        upload = await asyncio.to_thread(
+            fit_image,
+            stored.result.images[index],
+            attachment_limit(interaction),
+            f"{stored.job.id}_{number}",
+        )
+        await interaction.followup.send(
+            messages.single_image(stored.job, number, interaction.user.id, stored.result),
+            file=upload.file(),
+            view=single_view(stored.job.id, number),
+        )
+
+    async def _maybe_remix(
+        self,
+        interaction: discord.Interaction,
+        job: Job,
+        make: Callable[[ImagineRequest | None], Job],
+    ) -> None:
+        """In remix mode the presser edits the prompt first; else the job starts at once."""
+        if self.bot.store.get_settings(str(interaction.user.id)).remix:
+            await interaction.response.send_modal(RemixModal(self, job, make))
+        else:
+            await self.start(interaction, make(None))
+
+    async def start(self, interaction: discord.Interaction, job: Job) -> None:
+        admission = admit(self.bot.config.limits, queue_load(self.bot.engine, job.owner))
+        if not admission.allowed:
+            await reply_private(interaction, admission.message)
+            return
+        await self.bot.deliveries.launch(interaction, job, note=admission.message)
+
+    async def cancel(self, interaction: discord.Interaction, stored: StoredJob) -> None:
+        """❌ and /cancel: the job's owner or an admin may cancel it."""
+        is_owner = stored.job.owner == str(interaction.user.id)
+        if not is_owner and not user_is_admin(self.bot.config, interaction):
+            await reply_private(interaction, "Only the job's owner or an admin may cancel it.")
+            return
+        if await self.bot.engine.cancel(stored.job.id):
+            await reply_private(interaction, f"Cancelling job `{stored.job.id}`.")
+        else:
+            await reply_private(interaction, "That job is not queued or running any more.")
+
+
+def _reroll(job: Job, owner: str, request: ImagineRequest | None, bot: ImagineBot) -> Job:
+    new = reroll_job(job, owner=owner, request=request)
+    if request is not None and request.model and job.kind is JobKind.IMAGINE:
+        new = dataclasses.replace(new, model=bot.config.engine.preset(request.model).name)
+    return new
+
+
+class RemixModal(LoggedModal, title="Remix prompt"):
+    def __init__(
+        self, presses: Presses, job: Job, make: Callable[[ImagineRequest | None], Job]
+    ) -> None:
+        super().__init__(timeout=900)
+        self._presses = presses
+        self._make = make
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="New prompt",
+            style=discord.TextStyle.paragraph,
+            default=(job.request.raw or job.request.prompt)[:MAX_MODAL_TEXT],
+            max_length=MAX_MODAL_TEXT,
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = self._presses.bot
+        text = self.prompt.value
+        rule = banned_rule(bot.config.moderation, text)
+        if rule is not None:
+            await reply_private(interaction, messages.banned(rule))
+            return
+        try:
+            request = parse_prompt(text, models=bot.config.engine.presets.keys())
+        except PromptError as error:
+            await reply_private(interaction, messages.prompt_error(error))
+            return
+        await self._presses.start(interaction, self._make(request))

@@ -1,0 +1,98 @@
+"""Start-up and shutdown: command sync, the bot's own engine, the CLI, no torch in the bot."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from dataclasses import replace
+from typing import ClassVar
+
+import pytest
+
+from bot.app import ImagineBot, run_bot
+from bot.cli import main as cli_main
+from bot.config import BotConfig, DiscordConfig
+from engine.config import EngineConfig
+from tests.discord.helpers import Harness, harness
+
+__all__ = ["harness"]
+
+COMMANDS = {"imagine", "settings", "info", "show", "cancel"}
+
+
+def test_importing_the_bot_does_not_import_torch() -> None:
+    code = "import sys, bot.app; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_run_without_a_token_exits_with_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert run_bot(BotConfig()) == 2
+    assert "no Discord token" in caplog.text
+    assert cli_main(["run"]) == 2
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_commands_are_synced_to_the_configured_guilds(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    assert {c["name"] for c in h.fake.commands[h.fake.guild_id]} == COMMANDS
+    assert h.fake.commands.get(None, []) == []
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_commands_are_synced_globally_without_guilds(harness: Harness) -> None:
+    h = harness
+    config = h.config()
+    await h.start(replace(config, discord=DiscordConfig(token="unused", guild_ids=())))
+    assert {c["name"] for c in h.fake.commands[None]} == COMMANDS
+    assert h.fake.commands.get(h.fake.guild_id, []) == []
+    imagine = next(c for c in h.fake.commands[None] if c["name"] == "imagine")
+    [prompt] = imagine["options"]
+    assert (prompt["name"], prompt["type"], prompt["required"]) == ("prompt", 3, True)
+
+
+class RecordingEngine:
+    """Stands in for EngineClient (whose own tests start real processes): records the calls."""
+
+    instances: ClassVar[list[RecordingEngine]] = []
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.calls: list[str] = []
+        RecordingEngine.instances.append(self)
+
+    async def start(self) -> None:
+        self.calls.append("start")
+
+    async def close(self) -> None:
+        self.calls.append("close")
+
+    def jobs(self, owner: str | None = None) -> tuple[()]:
+        return ()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_bot_starts_its_own_engine_and_closes_it_and_the_store(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    monkeypatch.setattr("bot.app.EngineClient", RecordingEngine)
+    config = h.config()
+    bot = ImagineBot(config)
+
+    await h.runner.start(bot)
+    [engine] = RecordingEngine.instances
+    assert engine.config == config.engine and engine.calls == ["start"]
+    assert bot.engine is engine
+
+    await h.runner.stop(bot)
+    assert engine.calls == ["start", "close"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        bot.store.get_job("0" * 32)  # closed

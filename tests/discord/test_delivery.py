@@ -1,0 +1,89 @@
+"""Getting a finished job to Discord: the expired-token fallback and the upload size limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.discord.helpers import Harness, harness, image_of, job_id_of
+from tests.fake_discord import RecordedRequest
+
+__all__ = ["harness"]
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_a_job_finishing_after_the_token_expired_arrives_through_the_channel(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start()
+    blocker = await h.blocker()  # the job below waits, so its token expires before it ends
+    interaction = await h.imagine("a slow painting")
+    message = await h.job_message(interaction)
+    job_id = job_id_of(message)
+
+    h.fake.expire(interaction)
+    await h.release(blocker)
+    finished = await h.finished(message.id)
+
+    def refused(r: RecordedRequest) -> bool:
+        return r.route == "webhook_message_edit" and r.params["token"] == interaction.token
+
+    rejected = [r for r in h.fake.requests if refused(r)]
+    assert rejected and all(r.status == 401 for r in rejected)
+    assert rejected[0].response == {"message": "Invalid Webhook Token", "code": 50027}
+    [final] = [
+        r
+        for r in h.fake.requests
+        if r.route == "channel_message_edit" and "(seed " in str(r.payload.get("content"))
+    ]
+    assert final.status == 200
+    assert final.params == {"channel_id": str(h.fake.channel_id), "message_id": str(message.id)}
+    assert final.headers["Authorization"] == f"Bot {h.fake.bot_token}"
+    assert finished.content.startswith(f"**a slow painting** - <@{h.tester}> (seed ")
+    assert image_of(finished.attachments[0].data).size == (256, 256)
+    assert finished.custom_ids[0] == f"mj:u:1:{job_id}"
+
+
+async def test_a_deleted_message_is_posted_again_in_the_channel(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    blocker = await h.blocker()
+    interaction = await h.imagine("gone missing")
+    message = await h.job_message(interaction)
+    job_id = job_id_of(message)
+
+    h.fake.expire(interaction)
+    message.deleted = True  # someone deleted the waiting message
+    await h.release(blocker)
+
+    reposted = await h.new_message(
+        lambda m: (
+            m.id != message.id
+            and m.content.startswith("**gone missing**")
+            and "(seed " in m.content
+        )
+    )
+    assert reposted.interaction_id is None  # sent with the bot token, not the webhook
+    stored = h.bot.store.get_job(job_id)
+    assert stored is not None and stored.message_id is not None
+
+
+async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(harness: Harness) -> None:
+    h = harness
+    h.fake.attachment_size_limit = 12_000  # sent in the interaction payload; the fake enforces it
+    await h.start()
+
+    interaction = await h.imagine("a very detailed tapestry")
+    assert interaction.payload["attachment_size_limit"] == 12_000
+    finished = await h.finished((await h.job_message(interaction)).id)
+
+    [attachment] = finished.attachments
+    assert len(attachment.data) <= 12_000
+    assert attachment.filename.endswith(".jpg")
+    grid = image_of(attachment.data)
+    assert grid.format == "JPEG"
+    assert grid.size[0] == grid.size[1] and grid.size[0] <= 256
+    stored = h.stored(finished)
+    assert stored.result is not None and stored.result.grid is not None
+    assert stored.result.grid.stat().st_size > 12_000  # the stored PNG itself stays lossless
