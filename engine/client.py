@@ -51,11 +51,13 @@ class EngineDiedError(RuntimeError):
 
 
 class Handle:
-    """One job's events, as the client receives them. One consumer per handle."""
+    """One job's events, as the client receives them. `events()` has one reader; `result()`
+    may be awaited by anyone, before or after the events are read."""
 
     def __init__(self, job: Job):
         self.job = job
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._end: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
         self.last: JobEvent | None = None
 
     def push(self, event: JobEvent) -> None:
@@ -63,6 +65,8 @@ class Handle:
             return
         self.last = event
         self._events.put_nowait(event)
+        if isinstance(event, TERMINAL_EVENTS):
+            self._end.set_result(event)
 
     @property
     def finished(self) -> bool:
@@ -76,12 +80,11 @@ class Handle:
                 return
 
     async def result(self) -> JobResult:
-        async for event in self.events():
-            if isinstance(event, Done):
-                return event.result
-            if isinstance(event, Failed | Cancelled):
-                raise JobFailed(event)
-        raise AssertionError("events() ends with a terminal event")
+        event = await asyncio.shield(self._end)
+        if isinstance(event, Done):
+            return event.result
+        assert isinstance(event, Failed | Cancelled)
+        raise JobFailed(event)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from engine.client import EngineClient
 from engine.config import ConfigError, EngineConfig
-from engine.jobs import Done, Failed, Progress, Queued, Started, imagine_job
+from engine.jobs import JobFailed, Progress, Queued, Started, imagine_job
 from engine.prompt import PromptError, parse_prompts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -63,12 +63,12 @@ async def run_local(
                         bar.set_postfix_str("")
                         bar.total = event.total
                         bar.update(event.step - bar.n)
-            if not isinstance(handle.last, Done):
-                reason = handle.last.reason if isinstance(handle.last, Failed) else "cancelled"
-                print(f"job failed: {reason}", file=err)
+            try:
+                result = await handle.result()
+            except JobFailed as failure:
+                print(f"job failed: {failure}", file=err)
                 status = EXIT_FAILED
                 continue
-            result = handle.last.result
             grid, images = output_paths(out, number, len(result.images))
             grid.parent.mkdir(parents=True, exist_ok=True)
             if result.grid is not None:

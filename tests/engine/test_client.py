@@ -171,3 +171,10 @@ async def test_submitting_the_same_job_twice_is_refused(engine: EngineClient) ->
     await engine.submit(once)
     with pytest.raises(ValueError, match="already submitted"):
         await engine.submit(once)
+
+
+async def test_result_works_after_the_events_were_read(engine: EngineClient) -> None:
+    handle = await engine.submit(job())
+    events = await collect(handle)
+
+    assert (await asyncio.wait_for(handle.result(), TIMEOUT)) == events[-1].result  # type: ignore[union-attr]
