@@ -115,7 +115,6 @@ class EngineProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead = False
         self._stopping = False
-        self._stopping = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -133,8 +132,12 @@ class EngineProcess:
                 event = self._events_in.recv()
             except (EOFError, OSError):
                 break
-            self._loop.call_soon_threadsafe(self._deliver, event)
-        self._loop.call_soon_threadsafe(self._died)
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, event)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                return
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._died)
 
     def _deliver(self, event: JobEvent) -> None:
         current = self._current
@@ -162,12 +165,12 @@ class EngineProcess:
         if self.dead:
             raise EngineDiedError(self.process.exitcode)
         loop = asyncio.get_running_loop()
-        self._current = Running(handle, loop.create_future(), loop.create_future())
         self._send(("run", handle.job))
+        self._current = Running(handle, loop.create_future(), loop.create_future())
         return self._current
 
     def cancel(self, job_id: str) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, EngineDiedError):  # a dead process runs nothing
             self._send(("cancel", job_id))
 
     def _send(self, message: tuple[str, Any]) -> None:
@@ -185,6 +188,7 @@ class EngineProcess:
     async def stop(self) -> None:
         """Ask the process to finish (closing its command pipe), then kill it if it lingers."""
         self._stopping = True
+        self._current = None  # its caller is gone: no one would read an exception set on it
         self._commands_out.close()
         await asyncio.to_thread(self.process.join, STOP_GRACE_S)
         if self.process.is_alive():
@@ -204,6 +208,7 @@ class EngineClient:
         self._running: Job | None = None
         self._process: EngineProcess | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def __aenter__(self) -> EngineClient:
         await self.start()
@@ -224,6 +229,7 @@ class EngineClient:
 
     async def close(self) -> None:
         """Stop taking work, fail what is queued, cancel the running job, stop the process."""
+        self._closed = True
         for job in self._queue.clear():
             self._finish(job.id, Failed(job.id, "the bot is shutting down; the job did not run"))
         running = self._running
@@ -245,6 +251,9 @@ class EngineClient:
         if job.id in self._handles:
             raise ValueError(f"job {job.id} was already submitted")
         handle = Handle(job)
+        if self._closed or self._dispatcher is None:  # nothing would ever run it
+            handle.push(Failed(job.id, "the engine is not running (the bot is shutting down)"))
+            return handle
         self._handles[job.id] = handle
         self._queue.put(job)
         self._announce_positions()  # the newcomer may go ahead of others (owners take turns)

@@ -35,7 +35,7 @@ CHAOS_SCALE = 0.5
 WEIRD_SCALE = 1.5
 _CHAOS_SALT = 0x6368616F  # separate random streams from the seeds' latent noise
 _WEIRD_SALT = 0x77656972
-_TRAILING_WEIGHT = re.compile(r"[+-]+(?=\s|$)")  # compel reads `word++` as a weight
+_TRAILING_WEIGHT = re.compile(r"[+-]+(?=[\s,.;:!?]|$)")  # compel reads `word++` as a weight
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _conjunction(
 ) -> Encoded:
     """Each part on its own, moved from the empty prompt by its weight, then concatenated along
     the tokens (compel's conjunction, done here because compel's own breaks on SDXL's pooled
-    output). The pooled embedding is the mean of the weighed parts'."""
+    output). The pooled embedding (SDXL) is the parts' own, averaged by weight."""
     if not parts:
         return empty
     blocks, pooled = [], []
@@ -150,9 +150,10 @@ def _conjunction(
         part = encode_text(text)
         base = _pad(empty, part.embeds.shape[1], empty).embeds
         blocks.append(base + (part.embeds - base) * weight)
-        if part.pooled is not None and empty.pooled is not None:
-            pooled.append(empty.pooled + (part.pooled - empty.pooled) * weight)
-    return Encoded(torch.cat(blocks, dim=1), torch.stack(pooled).mean(0) if pooled else None)
+        if part.pooled is not None:
+            pooled.append(part.pooled * weight)
+    total = sum(weight for _, weight in parts)
+    return Encoded(torch.cat(blocks, dim=1), torch.stack(pooled).sum(0) / total if pooled else None)
 
 
 def _pad(encoded: Encoded, length: int, empty: Encoded) -> Encoded:

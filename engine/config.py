@@ -120,6 +120,7 @@ class EngineConfig:
     job_timeout_s: float = 900.0  # a job running longer is failed and the process restarted
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
     threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
+    max_loaded_models: int = 2  # presets kept loaded at once; the least recently used goes
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
 
     @property
@@ -242,6 +243,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "job_timeout",
             "upscaler",
             "threads",
+            "max_loaded_models",
         },
         "engine",
     )
@@ -271,6 +273,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         job_timeout_s=take(engine, "job_timeout", float, 900.0, "engine"),
         upscaler=path(upscaler) if upscaler else None,
         threads=take(engine, "threads", int, 0, "engine"),
+        max_loaded_models=take(engine, "max_loaded_models", int, 2, "engine"),
         presets=presets,
     )
     if config.model not in presets:
@@ -280,6 +283,10 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         )
     if config.preview_every < 0:
         raise ConfigError(f"engine.preview_every must be 0 or more, got {config.preview_every}")
+    if config.max_loaded_models < 1:
+        raise ConfigError(
+            f"engine.max_loaded_models must be 1 or more, got {config.max_loaded_models}"
+        )
     if config.threads < 0:
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
     if config.job_timeout_s <= 0:

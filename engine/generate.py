@@ -3,8 +3,9 @@ upscale (2× resize, then tiled img2img). Used inside the engine process (engine
 in tests, directly.
 
 Every image has its own CPU `torch.Generator` (seed, seed+1, …), so an image depends only on its
-seed and the request: the same on any GPU, alone or in a batch, and when an out-of-memory retry
-splits the batch into smaller chunks.
+seed and the request, not on its place in the batch: image 3 of a grid is image 1 of the grid
+drawn from seed + 2. (Across batch sizes, e.g. when an out-of-memory retry splits the batch, a
+few pixels may differ by one level: floating-point sums run in another order.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import gc
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -45,7 +47,7 @@ STRENGTHS = {
     (JobKind.UPSCALE, Strength.CREATIVE): 0.5,
 }
 CHAOS_LATENT_SCALE = 1.0  # --chaos 100 gives the composition field as much variance as the noise
-_CHAOS_SALT = 0x636F6D70
+_COMPOSITION_SALT = 0x636F6D70
 UPSCALE_FACTOR = 2
 TILE_OVERLAP = 8  # 1/8 of a tile's side overlaps its neighbour, blended linearly
 
@@ -74,7 +76,7 @@ class Plan:
     """What a job runs with, after presets, --quality and --stop are applied."""
 
     steps: int  # the schedule's length
-    run_steps: int  # the steps run (fewer with --stop)
+    stop_at: int  # the last step of the schedule that runs (before `steps` with --stop)
     guidance: float
     sampler: str
     width: int
@@ -83,9 +85,9 @@ class Plan:
     chaos: int = 0
 
     @property
-    def steps_run(self) -> int:
-        """img2img skips the first (1 - strength) of the schedule."""
-        return self.run_steps if self.strength is None else int(self.steps * self.strength)
+    def denoise_steps(self) -> int:
+        """The steps that actually run: img2img skips the first (1 - strength) of the schedule."""
+        return self.stop_at if self.strength is None else int(self.steps * self.strength)
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,11 @@ def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:
         # img2img runs int(steps × strength) steps, and crashes below one (field notes §4)
         steps = max(steps, math.ceil(1 / strength))
     stop = req.stop if job.kind is JobKind.IMAGINE else 100
-    run_steps = max(1, math.ceil(steps * stop / 100))
+    stop_at = max(1, math.ceil(steps * stop / 100))
     # Only Euler takes a truncated schedule ending in a jump to the clean image (see _stop_sigmas).
-    sampler = "euler" if run_steps < steps else (req.sampler or preset.sampler)
+    sampler = "euler" if stop_at < steps else (req.sampler or preset.sampler)
     guidance = preset.guidance if req.cfg is None else req.cfg
-    return Plan(steps, run_steps, guidance, sampler, size[0], size[1], strength, req.chaos)
+    return Plan(steps, stop_at, guidance, sampler, size[0], size[1], strength, req.chaos)
 
 
 def free_memory() -> None:
@@ -148,7 +150,8 @@ def seamless(pipe: Any, enabled: bool) -> Iterator[None]:
 
 
 class Generator:
-    """Holds loaded pipelines (one per preset, loaded once) and runs jobs on them."""
+    """Holds loaded pipelines (loaded once; the least recently used is dropped past
+    `max_loaded_models`, so switching presets never fills the GPU) and runs jobs on them."""
 
     def __init__(
         self,
@@ -158,13 +161,19 @@ class Generator:
         self.config = config
         self.store = ImageStore(config.images_dir)
         self._loader = loader
-        self._models: dict[str, LoadedModel] = {}
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self._gan: Upscaler | None = None
         self._gan_loaded = False
 
     def model(self, name: str) -> LoadedModel:
         preset = self.config.preset(name)
-        if preset.name not in self._models:
+        if preset.name in self._models:
+            self._models.move_to_end(preset.name)
+        else:
+            while len(self._models) >= self.config.max_loaded_models:
+                dropped, _ = self._models.popitem(last=False)
+                logger.info("unloading model %s to make room for %s", dropped, preset.name)
+                free_memory()
             started = time.monotonic()
             pipe = self._loader(preset, self.config)
             taesd = None
@@ -194,8 +203,8 @@ class Generator:
             batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
             images = self._generate(batch)
         else:
-            images = [self._upscale(model, job, progress, cancelled)]
-            plan = make_plan(job, model.preset, images[0].size)
+            upscaled, plan = self._upscale(model, job, progress, cancelled)
+            images = [upscaled]
         return self._save(job, model, plan, images, time.monotonic() - started)
 
     def _batch(
@@ -208,10 +217,11 @@ class Generator:
         progress: ProgressFn,
         cancelled: CancelFn,
     ) -> Batch:
-        cond = conditioning.encode(model.pipe, model.preset, job.request, tuple(seeds))
-        tile = (
-            job.request.tile and job.kind is not JobKind.UPSCALE
-        )  # tiles of an upscale don't wrap
+        # The tiles of an upscale are one picture: one seed for their --chaos/--weird, no wrap.
+        upscale = job.kind is JobKind.UPSCALE
+        cond_seeds = (job.seed,) * len(seeds) if upscale else tuple(seeds)
+        cond = conditioning.encode(model.pipe, model.preset, job.request, cond_seeds)
+        tile = job.request.tile and not upscale
         return Batch(model, plan, seeds, inits, cond, tile, progress, cancelled)
 
     # 1. diffusion, in chunks, with the out-of-memory fallback
@@ -245,7 +255,7 @@ class Generator:
         )
 
     def _chunks(self, batch: Batch, chunk: int) -> list[Image.Image]:
-        steps = batch.plan.steps_run
+        steps = batch.plan.denoise_steps
         total = steps * math.ceil(len(batch.seeds) / chunk)
         images: list[Image.Image] = []
         for start in range(0, len(batch.seeds), chunk):
@@ -274,8 +284,11 @@ class Generator:
         pipe = auto.from_pipe(batch.model.pipe, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
 
+        order = getattr(scheduler, "order", 1)  # Heun & co.: 2 callbacks a step (2N - 1 timesteps)
+
         def callback(p: Any, index: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(index + 1, kwargs["latents"])
+            if index % order == 0:
+                on_step(index // order + 1, kwargs["latents"])
             if batch.cancelled():
                 p._interrupt = True  # the pipeline still decodes and returns; we discard that
             return {}
@@ -299,7 +312,7 @@ class Generator:
             kwargs.update(
                 width=plan.width, height=plan.height, latents=latents.to(pipe.device, pipe.dtype)
             )
-            if plan.run_steps < plan.steps:
+            if plan.stop_at < plan.steps:
                 kwargs["sigmas"] = _stop_sigmas(scheduler, plan)
             else:
                 kwargs["num_inference_steps"] = plan.steps
@@ -314,7 +327,7 @@ class Generator:
     # 2. upscale: resize 2×, then img2img tile by tile to add detail without a huge UNet input
     def _upscale(
         self, model: LoadedModel, job: Job, progress: ProgressFn, cancelled: CancelFn
-    ) -> Image.Image:
+    ) -> tuple[Image.Image, Plan]:
         assert job.source is not None
         source = self.store.load(job.source.job_id, job.source.index)
         big = self._enlarge(source, model.pipe.device)
@@ -324,7 +337,7 @@ class Generator:
         crops = [big.crop(box) for box in boxes]
         seeds = [(job.seed + i) % 2**32 for i in range(len(boxes))]
         tiles = self._generate(self._batch(model, job, plan, seeds, crops, progress, cancelled))
-        return blend_tiles(big.size, boxes, tiles)
+        return blend_tiles(big.size, boxes, tiles), plan
 
     def _enlarge(self, image: Image.Image, device: Any) -> Image.Image:
         """2× the size: the GAN upscaler when one is configured (loaded once), else Lanczos."""
@@ -332,7 +345,14 @@ class Generator:
             self._gan, self._gan_loaded = load_gan(self.config.upscaler, device), True
         size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
         if self._gan is not None:
-            image = self._gan(image)
+            out_of_memory = False
+            try:
+                image = self._gan(image)
+            except torch.cuda.OutOfMemoryError:
+                out_of_memory = True  # the traceback holds tensors until the except block is left
+            if out_of_memory:
+                logger.warning("the GAN upscaler ran out of memory; upscaling with Lanczos")
+                free_memory()
         return image.resize(size, Image.Resampling.LANCZOS)
 
     # 3. save every image and the grid with full parameters
@@ -341,7 +361,7 @@ class Generator:
     ) -> JobResult:
         positive, negative = conditioning.plain_texts(job.request, model.preset)
         width, height = images[0].size
-        steps = plan.steps_run
+        steps = plan.denoise_steps
         base: dict[str, Any] = {
             "job_id": job.id,
             "kind": job.kind.value,
@@ -407,7 +427,7 @@ def initial_noise(
     amount = chaos / 100 * CHAOS_LATENT_SCALE
     fields = [
         torch.randn(
-            (1, shape[0], 2, 2), generator=torch.Generator("cpu").manual_seed(s ^ _CHAOS_SALT)
+            (1, shape[0], 2, 2), generator=torch.Generator("cpu").manual_seed(s ^ _COMPOSITION_SALT)
         )
         for s in seeds
     ]
@@ -418,10 +438,10 @@ def initial_noise(
 
 
 def _stop_sigmas(scheduler: Any, plan: Plan) -> list[float]:
-    """--stop: the first run_steps noise levels of the full schedule, then 0, so the last step
+    """--stop: the first `stop_at` noise levels of the full schedule, then 0, so the last step
     jumps to the clean image the model predicts: a softer, less finished picture."""
     scheduler.set_timesteps(plan.steps)
-    sigmas: list[float] = scheduler.sigmas[: plan.run_steps].tolist()
+    sigmas: list[float] = scheduler.sigmas[: plan.stop_at].tolist()
     return [*sigmas, 0.0]
 
 

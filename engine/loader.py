@@ -196,7 +196,8 @@ def _check_family(pipe: DiffusionPipeline, preset: ModelPreset) -> None:
 def _message(preset: ModelPreset, exc: BaseException) -> str:
     return (
         f"could not load model preset {preset.name!r} from {preset.source}: {_reason(exc)}. "
-        f"Check the network or the path in [models.{preset.name}], or try --model tiny"
+        f"Check the network or the path in [models.{preset.name}], "
+        "or try the tiny preset (--v tiny, or --model tiny locally)"
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from engine.config import EngineConfig
+from engine.config import ConfigError, EngineConfig
 from engine.jobs import Cancelled, Done, Failed, Job, JobEvent, Progress, Started
 
 if TYPE_CHECKING:  # torch and diffusers load in the engine process only, inside main()
@@ -75,18 +75,18 @@ def _run(
     from engine.generate import GenerationError, JobCancelledError
     from engine.loader import ModelLoadError
 
-    send(Started(job.id))
-
     def progress(step: int, total: int, preview: bytes | None) -> None:
         send(Progress(job.id, step, total, preview))
 
     try:
         if job.id in cancelled:
             raise JobCancelledError
+        generator.model(job.model)  # load first: loading (even downloading) is not the job's time
+        send(Started(job.id))
         result = generator.run(job, progress, lambda: job.id in cancelled)
     except JobCancelledError:
         return Cancelled(job.id)
-    except (GenerationError, ModelLoadError, FileNotFoundError) as error:
+    except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
         # FileNotFoundError: a vary/upscale source that is no longer in storage
         logger.warning("job %s failed: %s", job.id, error, exc_info=True)
         return Failed(job.id, str(error))

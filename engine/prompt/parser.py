@@ -323,7 +323,9 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
     # 2. parameters, then the multi-prompt text
     fields = _parse_flags(rest[cut:], models)
     parts = _parse_parts(prompt)
-    if not parts and not image_urls:
+    if not parts and image_urls:  # image prompts are parsed but not used for generation yet
+        raise PromptError("image prompts are not supported yet: add text that describes the image")
+    if not parts:
         raise PromptError("the prompt is empty")
     return ImagineRequest(prompt=prompt, parts=parts, image_urls=image_urls, raw=raw, **fields)
 

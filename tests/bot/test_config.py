@@ -56,7 +56,7 @@ def test_example_file_documents_every_key() -> None:
     keys = {
         "engine": [
             "model", "device", "dtype", "cache_dir", "preload", "preview_every", "job_timeout",
-            "upscaler", "threads",
+            "upscaler", "threads", "max_loaded_models",
         ],
         "storage": ["path"],
         "models.dreamshaper": [

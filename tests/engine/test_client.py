@@ -136,6 +136,7 @@ async def test_a_model_that_cannot_load_fails_clearly_and_others_still_run(
         failing = await engine.submit(imagine_job(parse_prompt("a fox"), model="broken"))
         with pytest.raises(JobFailed, match="could not load model preset 'broken'"):
             await asyncio.wait_for(failing.result(), TIMEOUT)
+        assert not any(isinstance(e, Started) for e in await collect(failing))  # loads first
         assert (await asyncio.wait_for((await engine.submit(job())).result(), TIMEOUT)).grid
 
 
@@ -178,3 +179,29 @@ async def test_result_works_after_the_events_were_read(engine: EngineClient) -> 
     events = await collect(handle)
 
     assert (await asyncio.wait_for(handle.result(), TIMEOUT)) == events[-1].result  # type: ignore[union-attr]
+
+
+async def test_a_job_submitted_after_close_fails_at_once(engine_config: EngineConfig) -> None:
+    engine = EngineClient(engine_config)
+    await engine.start()
+    await engine.close()
+
+    handle = await engine.submit(job())
+
+    last = (await collect(handle))[-1]
+    assert isinstance(last, Failed) and "not running" in last.reason
+
+
+async def test_cancel_and_close_survive_a_dead_engine_process(engine_config: EngineConfig) -> None:
+    engine = EngineClient(engine_config)
+    await engine.start()
+    running = await engine.submit(job("a red fox --steps 150"))
+    await wait_for(running, Progress)
+    process = engine._process
+    assert process is not None and process.process.pid is not None
+    os.kill(process.process.pid, signal.SIGKILL)
+    await asyncio.to_thread(process.process.join, TIMEOUT)
+
+    await engine.cancel(running.job.id)  # must not raise
+    await asyncio.wait_for(engine.close(), TIMEOUT)
+    assert isinstance((await collect(running))[-1], Failed)

@@ -76,7 +76,7 @@ def test_grid_has_four_images_of_the_aspect_size(
 
 
 @pytest.mark.parametrize("model", FAMILIES)
-def test_image_three_equals_its_seed_run_alone(generator: Generator, model: str) -> None:
+def test_image_three_equals_the_first_image_of_its_seed(generator: Generator, model: str) -> None:
     grid = imagine(generator, "a red fox --seed 1000 --chaos 40", model)
     alone = imagine(generator, "a red fox --seed 1002 --chaos 40", model)
 
@@ -142,7 +142,7 @@ def test_weird_changes_the_images_more_as_it_grows(generator: Generator) -> None
     assert 0 < distances[0] < distances[1]
 
 
-def test_no_steers_away_from_the_negative_prompt(generator: Generator) -> None:
+def test_no_changes_the_images_and_is_recorded(generator: Generator) -> None:
     plain = imagine(generator, "a red fox --seed 9")
     negative = imagine(generator, "a red fox --seed 9 --no blue, water")
 
@@ -175,7 +175,16 @@ def test_prompt_past_77_tokens_still_counts(generator: Generator) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "total"), [("", 8), ("--q .5", 4), ("--q 2", 16), ("--steps 6", 6), ("--stop 50", 4)]
+    ("flags", "total"),
+    [
+        ("", 8),
+        ("--q .5", 4),
+        ("--q 2", 16),
+        ("--steps 6", 6),
+        ("--stop 50", 4),
+        ("--sampler heun", 8),  # second order: 15 callbacks for 8 steps
+        ("--sampler dpmpp_2m --stop 50", 4),
+    ],
 )
 def test_quality_steps_and_stop_set_the_steps_run(
     generator: Generator, flags: str, total: int
@@ -449,3 +458,107 @@ def test_an_upscaler_that_cannot_load_falls_back_to_lanczos(
 
     assert (upscaled.width, upscaled.height) == (256, 256)
     assert "upscaling with Lanczos" in caplog.text
+
+
+def test_stop_keeps_the_first_noise_levels_of_the_full_schedule_then_jumps_to_zero() -> None:
+    from engine.generate import Plan, _stop_sigmas
+    from engine.samplers import make_scheduler
+
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    full = make_scheduler("euler", config)
+    full.set_timesteps(20)
+    plan = Plan(
+        steps=20, stop_at=6, guidance=5, sampler="euler", width=64, height=64, strength=None
+    )
+
+    sigmas = _stop_sigmas(make_scheduler("euler", config), plan)
+
+    assert sigmas == [*full.sigmas[:6].tolist(), 0.0]
+
+
+def test_stop_runs_with_euler_whatever_sampler_was_asked(generator: Generator) -> None:
+    stopped = imagine(generator, "a red fox --seed 8 --sampler dpmpp_2m --stop 30")
+
+    assert read_metadata(stopped.images[0])["sampler"] == "euler"
+
+
+def test_tile_makes_the_unet_shift_equivariant_too(generator: Generator) -> None:
+    pipe = generator.model("tiny").pipe
+    unet = pipe.unet
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn((1, 4, 16, 16), generator=g).to(unet.device, unet.dtype)
+    text = torch.randn((1, 77, 32), generator=g).to(unet.device, unet.dtype)
+
+    def shifted_error() -> float:
+        with torch.inference_mode():
+            out = unet(latents, 500, encoder_hidden_states=text).sample
+            moved = unet(torch.roll(latents, 4, dims=3), 500, encoder_hidden_states=text).sample
+        return float((torch.roll(out, 4, dims=3) - moved).abs().max())
+
+    with seamless(pipe, True):
+        assert shifted_error() < 1e-3
+    assert shifted_error() > 1e-2  # without circular padding the edges differ
+
+
+def test_tiled_images_wrap_vertically_too(generator: Generator) -> None:
+    tiled = imagine(generator, "a brick wall --tile --seed 6")
+    plain = imagine(generator, "a brick wall --seed 6")
+
+    def vertical_seam(path: Path) -> float:
+        p = pixels(path)
+        return float(np.abs(p[0] - p[-1]).mean() / np.abs(np.diff(p, axis=0)).mean())
+
+    assert np.mean([vertical_seam(p) for p in tiled.images]) < np.mean(
+        [vertical_seam(p) for p in plain.images]
+    )
+
+
+def test_upscale_tiles_share_one_conditioning(
+    generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import conditioning
+
+    source_job = imagine_job(parse_prompt("a red fox --seed 5 --chaos 100 --w 1000"), model="tiny")
+    run(generator, source_job)
+    seen: list[tuple[int, ...]] = []
+    encode = conditioning.encode
+
+    def spy(pipe: object, preset: object, request: object, seeds: tuple[int, ...]) -> object:
+        seen.append(seeds)
+        return encode(pipe, preset, request, seeds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conditioning, "encode", spy)
+    run(generator, upscale_job(source_job, 0, Strength.SUBTLE, owner="u"))
+
+    assert len(seen) == 1 and len(seen[0]) == 9 and len(set(seen[0])) == 1
+
+
+def test_past_max_loaded_models_the_least_recently_used_is_unloaded(
+    engine_config: EngineConfig,
+) -> None:
+    from dataclasses import replace
+
+    generator = Generator(replace(engine_config, max_loaded_models=1))
+    tiny = generator.model("tiny")
+    assert generator.model("tiny") is tiny  # loaded once
+    generator.model("tiny-xl")
+
+    assert list(generator._models) == ["tiny-xl"]
+    assert generator.model("tiny") is not tiny  # loaded again
+
+
+def test_pooled_embedding_is_the_weighted_mean_of_the_parts() -> None:
+    from engine.conditioning import Encoded, _conjunction
+
+    vectors = {"": 0.0, "a fox": 1.0, "style": 3.0}
+
+    def encode_text(text: str) -> Encoded:
+        v = vectors[text]
+        return Encoded(torch.full((1, 77, 4), v), torch.full((1, 4), v))
+
+    out = _conjunction(encode_text, [("a fox", 1.0), ("style", 0.5)], encode_text(""))
+
+    assert out.pooled is not None
+    assert torch.allclose(out.pooled, torch.full((1, 4), (1.0 + 0.5 * 3.0) / 1.5))
+    assert out.embeds.shape == (1, 154, 4)
+    assert torch.allclose(out.embeds[:, 77:], torch.full((1, 77, 4), 1.5))  # empty + 0.5 × style

@@ -92,7 +92,7 @@ def test_unreachable_hub_id_names_the_preset_and_suggests_tiny(
         load_pipeline(preset, config)
     message = str(caught.value)
     assert message.startswith("could not load model preset 'sdxl' from imagine-bot-tests/no-such")
-    assert "[models.sdxl]" in message and "--model tiny" in message
+    assert "[models.sdxl]" in message and "--v tiny" in message and "--model tiny" in message
     assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
 
 

@@ -371,7 +371,7 @@ def test_huge_weight_is_an_error_not_infinity() -> None:
         ),
         ("<https://x.com/a.png> cat", ("https://x.com/a.png",), "cat"),
         ("HTTPS://X.com/a.png cat", ("HTTPS://X.com/a.png",), "cat"),
-        ("https://x.com/a.png --ar 2:1", ("https://x.com/a.png",), ""),
+        ("https://x.com/a.png a cat --ar 2:1", ("https://x.com/a.png",), "a cat"),
         ("a cat https://x.com/a.png", (), "a cat https://x.com/a.png"),  # only leading ones
     ],
 )
@@ -381,9 +381,10 @@ def test_leading_image_urls(text: str, urls: tuple[str, ...], prompt: str) -> No
     assert request.prompt == prompt
 
 
-def test_image_urls_only_has_no_parts() -> None:
-    request = parse_prompt("https://x.com/a.png")
-    assert (request.parts, request.prompt) == ((), "")
+@pytest.mark.parametrize("text", ["https://x.com/a.png", "https://x.com/a.png --ar 2:1"])
+def test_image_urls_without_text_are_refused_until_image_prompts_work(text: str) -> None:
+    with pytest.raises(PromptError, match="image prompts are not supported yet"):
+        parse_prompt(text)
 
 
 @pytest.mark.parametrize(
