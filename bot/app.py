@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import discord
@@ -22,7 +23,7 @@ from bot.commands import JobCommands
 from bot.config import BotConfig, ConfigError, require_token
 from bot.delivery import EDIT_INTERVAL_S, Deliveries
 from bot.imagine import ImagineCog
-from bot.interactions import access_refusal, reply_private, report_error
+from bot.interactions import refusal, reply_private, report_error
 from bot.presses import Presses
 from bot.settings import SettingsButton, SettingsCog, SettingsSelect
 from bot.store import Store
@@ -33,12 +34,13 @@ logger = logging.getLogger(__name__)
 
 
 class GuardedTree(app_commands.CommandTree["ImagineBot"]):
-    """Every slash command passes the permission rules first; every error is logged."""
+    """Every slash command passes the permission rules first (and none runs while the bot shuts
+    down); every error is logged."""
 
     async def interaction_check(self, interaction: discord.Interaction[ImagineBot]) -> bool:
-        refusal = access_refusal(interaction.client.config, interaction)
-        if refusal is not None:
-            await reply_private(interaction, refusal)
+        reason = refusal(interaction)
+        if reason is not None:
+            await reply_private(interaction, reason)
             return False
         return True
 
@@ -79,7 +81,7 @@ class ImagineBot(commands.Bot):
         self._given_engine = engine
         self._owned_engine: EngineClient | None = None
         self._edit_interval_s = edit_interval_s
-        self._closed = False
+        self.closing = False  # set first on close: new work is refused from then on
 
     async def setup_hook(self) -> None:
         self.store = Store(self.config.database)
@@ -115,11 +117,11 @@ class ImagineBot(commands.Bot):
         logger.exception("error in event %s", event_method)
 
     async def close(self) -> None:
-        """Stop the engine (its jobs end as Failed, and their messages say so), let the
-        deliveries finish their last edits, then disconnect and close the Store."""
-        if self._closed:
+        """Refuse new work, stop the engine (its jobs end as Failed, and their messages say so),
+        let the deliveries finish their last edits, then disconnect and close the Store."""
+        if self.closing:
             return
-        self._closed = True
+        self.closing = True
         try:
             if self._owned_engine is not None:
                 await self._owned_engine.close()
@@ -133,7 +135,23 @@ class ImagineBot(commands.Bot):
 
 async def main(config: BotConfig, token: str) -> None:
     async with ImagineBot(config) as bot:
-        await bot.start(token)
+        # Docker stops a container with SIGTERM, which a process 1 ignores unless it says
+        # otherwise: close as on Ctrl-C (jobs end, messages say so, the Store is closed).
+        loop = asyncio.get_running_loop()
+        closing: set[asyncio.Task[None]] = set()
+
+        def on_sigterm() -> None:
+            logger.info("SIGTERM: shutting down")
+            task = loop.create_task(bot.close())
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            await bot.start(token)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            await asyncio.gather(*closing)  # the Store is closed at its end
 
 
 def run_bot(config: BotConfig) -> int:

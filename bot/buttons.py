@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
-from bot.interactions import report_error
+from bot.interactions import GuardedItem
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -62,7 +62,7 @@ _LOOKS: dict[Op, tuple[str | None, str | None, discord.ButtonStyle]] = {
 }
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
+class JobButton(GuardedItem, discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
     def __init__(self, press: Press, row: int | None = None) -> None:
         label, emoji, style = _LOOKS[press.op]
         if press.op in (Op.PICK, Op.VARY):
@@ -84,13 +84,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
         press = Press(Op(match["op"]), int(match["number"]), match["job"])
         return cls(press, row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        # discord.py only logs errors raised here; answer the user as well.
-        try:
-            bot = cast("ImagineBot", interaction.client)
-            await bot.presses.handle(interaction, self.press)
-        except Exception as error:
-            await report_error(interaction, error, f"button {self.press.custom_id}")
+    async def run(self, interaction: discord.Interaction) -> None:
+        bot = cast("ImagineBot", interaction.client)
+        await bot.presses.handle(interaction, self.press)
 
 
 def cancel_view(job_id: str) -> discord.ui.View:
@@ -110,8 +106,16 @@ def grid_view(job_id: str) -> discord.ui.View:
     return view
 
 
+def upscaled_view(job_id: str, number: int) -> discord.ui.View:
+    """Under an upscale: vary it (an upscale is not upscaled again, as on Midjourney)."""
+    view = discord.ui.View(timeout=None)
+    for op in (Op.VARY_SUBTLE, Op.VARY_STRONG):
+        view.add_item(JobButton(Press(op, number, job_id)))
+    return view
+
+
 def single_view(job_id: str, number: int) -> discord.ui.View:
-    """Under one image (a U pick or an upscale): vary it, or upscale it."""
+    """Under one image of a grid (a U pick): vary it, or upscale it."""
     view = discord.ui.View(timeout=None)
     for row, ops in enumerate(
         ((Op.VARY_SUBTLE, Op.VARY_STRONG), (Op.UPSCALE_SUBTLE, Op.UPSCALE_CREATIVE))

@@ -38,7 +38,7 @@ class JobCommands(commands.Cog):
             f"{limits.max_running_per_user + limits.max_queued_per_user})",
             *(messages.job_line(job, engine.position(job.id)) for job in jobs),
         ]
-        await reply_private(interaction, "\n".join(lines)[:2000])
+        await reply_private(interaction, messages.fit_lines(lines))
 
     @app_commands.command(name="show", description="Post one of your jobs again, with its buttons")
     @app_commands.describe(job_id="The job's id (32 characters; /info and the image files show it)")

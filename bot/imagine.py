@@ -16,7 +16,7 @@ from discord.ext import commands
 from bot import messages
 from bot.interactions import LoggedView, reply_private
 from bot.limits import admit, queue_load
-from bot.moderation import banned_rule
+from bot.moderation import banned_request, banned_rule
 from bot.settings import apply_stylize, job_model, with_suffix
 from bot.store import UserSettings
 from engine.config import EngineConfig
@@ -77,12 +77,20 @@ class ImagineCog(commands.Cog):
         except PromptError as error:
             await reply_private(interaction, messages.prompt_error(error))
             return
-        admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
-        if not admission.allowed:
-            await reply_private(interaction, admission.message)
+        # Each expanded prompt too: "{go}re" passes the check above as written.
+        rule = next(
+            (r for job in jobs if (r := banned_request(bot.config.moderation, job.request))),
+            None,
+        )
+        if rule is not None:
+            await reply_private(interaction, messages.banned(rule))
             return
         if len(jobs) == 1:
-            await bot.deliveries.launch(interaction, jobs[0], note=admission.message)
+            await bot.deliveries.launch(interaction, jobs)
+            return
+        admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
+        if not admission.allowed:  # checked again (and the jobs queued at once) on Yes
+            await reply_private(interaction, admission.message)
             return
         view = ConfirmJobs(bot, interaction, jobs)
         await interaction.response.send_message(
@@ -101,6 +109,14 @@ class ConfirmJobs(LoggedView):
         self.bot = bot
         self.origin = origin
         self.jobs = jobs
+        self._answered = False  # a quick second press (Yes+Yes, Yes+No) must do nothing
+
+    def _first_answer(self) -> bool:
+        if self._answered:
+            return False
+        self._answered = True
+        self.stop()
+        return True
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         return interaction.user.id == self.origin.user.id
@@ -109,25 +125,31 @@ class ConfirmJobs(LoggedView):
     async def yes(
         self, interaction: discord.Interaction, _: discord.ui.Button[ConfirmJobs]
     ) -> None:
-        self.stop()
-        owner = str(interaction.user.id)
-        admission = admit(
-            self.bot.config.limits, queue_load(self.bot.engine, owner), len(self.jobs)
-        )
-        if not admission.allowed:  # the queue may have filled while the user was deciding
+        if not self._first_answer():
+            await interaction.response.defer()  # a second quick press: already answered
+            return
+        deliveries = self.bot.deliveries
+        # The limits again: the queue may have filled while the user was deciding.
+        admission, submitted = await deliveries.submit(interaction, self.jobs)
+        if not admission.allowed:
             await interaction.response.edit_message(content=admission.message, view=None)
             return
-        await interaction.response.edit_message(
-            content=f"Starting {len(self.jobs)} jobs.", view=None
-        )
-        for job in self.jobs:
-            await self.bot.deliveries.launch(interaction, job)
+        try:
+            await interaction.response.edit_message(
+                content=f"Starting {len(self.jobs)} jobs.", view=None
+            )
+        except Exception:  # the jobs are queued: their messages must still be posted
+            logger.warning("could not update the confirmation of %s", interaction.id, exc_info=True)
+        for each in submitted:
+            await deliveries.post(interaction, each)
         if admission.message:
             await interaction.followup.send(admission.message, ephemeral=True)
 
     @discord.ui.button(label="No", style=discord.ButtonStyle.secondary)
     async def no(self, interaction: discord.Interaction, _: discord.ui.Button[ConfirmJobs]) -> None:
-        self.stop()
+        if not self._first_answer():
+            await interaction.response.defer()
+            return
         await interaction.response.edit_message(content="No jobs were started.", view=None)
 
     async def on_timeout(self) -> None:

@@ -6,14 +6,19 @@ sentence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
 from bot.config import BotConfig
-from bot.messages import SOMETHING_WENT_WRONG
+from bot.messages import RESTARTING, SOMETHING_WENT_WRONG
 from bot.moderation import access_denied, is_admin
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +27,9 @@ DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 
 
 def role_ids(user: discord.User | discord.Member) -> Sequence[int]:
-    return [role.id for role in user.roles] if isinstance(user, discord.Member) else ()
+    """The member's role ids as the interaction payload lists them. Not `Member.roles`: that
+    looks each id up in the guild cache and drops the ones it lacks (an uncached guild)."""
+    return list(user._roles) if isinstance(user, discord.Member) else ()
 
 
 def access_refusal(config: BotConfig, interaction: discord.Interaction) -> str | None:
@@ -37,6 +44,23 @@ def access_refusal(config: BotConfig, interaction: discord.Interaction) -> str |
         user_id=interaction.user.id,
         role_ids=role_ids(interaction.user),
     )
+
+
+def refusal(interaction: discord.Interaction) -> str | None:
+    """Why the bot will not act on this interaction (shutting down, or the access rules)."""
+    bot = cast("ImagineBot", interaction.client)
+    if bot.closing:
+        return RESTARTING
+    return access_refusal(bot.config, interaction)
+
+
+async def admitted(interaction: discord.Interaction) -> bool:
+    """True when the bot may act on `interaction`; else the user is told why, privately."""
+    reason = refusal(interaction)
+    if reason is None:
+        return True
+    await reply_private(interaction, reason)
+    return False
 
 
 def user_is_admin(config: BotConfig, interaction: discord.Interaction) -> bool:
@@ -68,9 +92,30 @@ async def report_error(interaction: discord.Interaction, error: BaseException, w
         exc_info=error,
     )
     try:
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            # The first followup would fill in the public "thinking…" message, ephemeral or not.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
         await reply_private(interaction, SOMETHING_WENT_WRONG)
     except discord.HTTPException:  # e.g. the token expired: the log has it all
         logger.warning("could not tell the user about the error", exc_info=True)
+
+
+class GuardedItem:
+    """A mixin for the bot's `DynamicItem`s (put it first in the bases): their callback checks
+    the access rules (and shutdown) first, and logs and answers any error."""
+
+    custom_id: str
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            if await admitted(interaction):
+                await self.run(interaction)
+        except Exception as error:
+            await report_error(interaction, error, f"{type(self).__name__} {self.custom_id}")
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        raise NotImplementedError
 
 
 class LoggedView(discord.ui.View):
@@ -87,7 +132,11 @@ class LoggedView(discord.ui.View):
 
 
 class LoggedModal(discord.ui.Modal):
-    """A Modal whose submit errors are logged and answered privately."""
+    """A Modal that checks the access rules (and shutdown) and whose submit errors are logged
+    and answered privately."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await admitted(interaction)
 
     async def on_error(  # type: ignore[override]  # Modal.on_error takes no item
         self, interaction: discord.Interaction, error: Exception, /

@@ -11,22 +11,32 @@ from engine.jobs import Job, JobKind, JobResult, Strength
 from engine.prompt import PromptError
 
 # A message's content is capped at 2000 characters and a prompt may have 6000: the prompt shown
-# is shortened so the status after it always fits.
+# (after escaping, which can double it) is shortened so the status after it always fits.
+MAX_CONTENT = 2000
 MAX_SHOWN_PROMPT = 1500
+MAX_INFO_PROMPT = 80  # /info lists many jobs: a short prompt each
 SOMETHING_WENT_WRONG = "Something went wrong; the error was logged."
 RESTARTED = "the bot restarted before this job finished"
+RESTARTING = "The bot is restarting; try again in a minute."
+NOT_POSTED = "Discord refused this job's message, so the job was not started. Please try again."
+UNDELIVERED = "could not deliver the result"
 
 
 def mention(user_id: str | int) -> str:
     return f"<@{user_id}>"
 
 
-def shown_prompt(job: Job) -> str:
-    """The prompt in bold, as the user wrote it (parameters included), markdown escaped."""
+def shown_prompt(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
+    """The prompt in bold, as the user wrote it (parameters included), markdown and mentions
+    escaped, then cut to `limit` characters (escaping first: it can double the length)."""
     text = job.request.raw or job.request.prompt
-    if len(text) > MAX_SHOWN_PROMPT:
-        text = text[: MAX_SHOWN_PROMPT - 1] + "…"
-    return f"**{discord.utils.escape_markdown(text)}**"
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    if len(text) > limit:
+        text = text[: limit - 1]
+        if (len(text) - len(text.rstrip("\\"))) % 2:  # half of an escape: drop its backslash
+            text = text[:-1]
+        text += "…"
+    return f"**{text}**"
 
 
 def strength_word(strength: Strength | None) -> str:
@@ -66,9 +76,9 @@ def cancelled(job: Job) -> str:
     return f"{headline(job)} (Cancelled)"
 
 
-def single_image(job: Job, number: int, presser: int, result: JobResult | None) -> str:
+def single_image(job: Job, number: int, presser: int, result: JobResult) -> str:
     """U1…U4: one image of a grid on its own."""
-    seed = f" (seed {result.seeds[number - 1]})" if result and len(result.seeds) >= number else ""
+    seed = f" (seed {result.seeds[number - 1]})" if len(result.seeds) >= number else ""
     return f"{shown_prompt(job)} - Image #{number} {mention(presser)}{seed}"
 
 
@@ -83,4 +93,16 @@ def banned(rule: str) -> str:
 def job_line(job: Job, position: int | None) -> str:
     """One line of /info."""
     where = "running" if position == 0 else f"queued, position {position or '?'}"
-    return f"• `{job.id}` {shown_prompt(job)} ({job.kind.value}, {where})"
+    return f"• `{job.id}` {shown_prompt(job, MAX_INFO_PROMPT)} ({job.kind.value}, {where})"
+
+
+def fit_lines(lines: list[str], limit: int = MAX_CONTENT) -> str:
+    """`lines` joined, dropping whole lines from the end ("…and N more") to stay under `limit`:
+    slicing would cut markdown in half."""
+    for kept in range(len(lines), 0, -1):
+        dropped = len(lines) - kept
+        tail = [f"…and {dropped} more"] if dropped else []
+        text = "\n".join([*lines[:kept], *tail])
+        if len(text) <= limit:
+            return text
+    return lines[0][: limit - 1] + "…"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from typing import Protocol
 
 from bot.config import ModerationConfig, PermissionsConfig
 
@@ -53,6 +54,22 @@ def banned_rule(mod: ModerationConfig, text: str) -> str | None:
         if re.search(pattern, text, re.IGNORECASE):  # re caches compiled patterns
             return f"the pattern /{pattern}/"
     return None
+
+
+def banned_request(mod: ModerationConfig, request: _Prompted) -> str | None:
+    """The first rule a parsed prompt (its text or a --no term) breaks, after `{…}` expansion."""
+    for text in (request.prompt, *request.negative):
+        rule = banned_rule(mod, text)
+        if rule is not None:
+            return rule
+    return None
+
+
+class _Prompted(Protocol):
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def negative(self) -> tuple[str, ...]: ...
 
 
 def _word_regex(word: str) -> str:

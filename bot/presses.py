@@ -10,22 +10,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
+from PIL import Image
 
 from bot import messages
 from bot.attachments import fit_image
 from bot.buttons import Op, Press, single_view
-from bot.interactions import (
-    LoggedModal,
-    access_refusal,
-    attachment_limit,
-    reply_private,
-    user_is_admin,
-)
-from bot.limits import admit, queue_load
-from bot.moderation import banned_rule
+from bot.interactions import LoggedModal, attachment_limit, reply_private, user_is_admin
+from bot.moderation import banned_request, banned_rule
+from bot.settings import apply_stylize
 from bot.store import JobStatus, StoredJob
 from engine.jobs import Job, JobKind, Strength, reroll_job, upscale_job, vary_job
 from engine.prompt import ImagineRequest, PromptError, parse_prompt
@@ -34,6 +30,9 @@ if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 MAX_MODAL_TEXT = 4000  # Discord's cap on a text input
+MAX_UPSCALE_SOURCE = 4096  # an image this wide or tall is not upscaled again (2× would be huge)
+FULL_SIZE = "This image is already at full size."
+TOO_LONG_TO_REMIX = "This prompt is too long to edit in Discord's box; run /imagine with the edit."
 _VARY_STRENGTH = {Op.VARY_SUBTLE: Strength.SUBTLE, Op.VARY_STRONG: Strength.STRONG}
 _UPSCALE_STRENGTH = {Op.UPSCALE_SUBTLE: Strength.SUBTLE, Op.UPSCALE_CREATIVE: Strength.CREATIVE}
 
@@ -43,10 +42,7 @@ class Presses:
         self.bot = bot
 
     async def handle(self, interaction: discord.Interaction, press: Press) -> None:
-        refusal = access_refusal(self.bot.config, interaction)
-        if refusal is not None:
-            await reply_private(interaction, refusal)
-            return
+        """A job button's press (the access rules were checked by the button)."""
         stored = self.bot.store.get_job(press.job_id)
         if stored is None:
             await reply_private(interaction, "This job is not in the bot's records any more.")
@@ -83,6 +79,10 @@ class Presses:
         if press.op is Op.PICK:
             await self.pick(interaction, stored, press.index)
         elif press.op in _UPSCALE_STRENGTH:
+            assert stored.result is not None
+            if max(await _image_size(stored.result.images[press.index])) >= MAX_UPSCALE_SOURCE:
+                await reply_private(interaction, FULL_SIZE)
+                return
             strength = _UPSCALE_STRENGTH[press.op]
             await self.start(interaction, upscale_job(job, press.index, strength, owner=presser))
         else:  # V1…V4 follow the presser's /settings; 🪄 Vary says which
@@ -127,6 +127,9 @@ class Presses:
             messages.single_image(stored.job, number, interaction.user.id, stored.result),
             file=upload.file(),
             view=single_view(stored.job.id, number),
+            allowed_mentions=discord.AllowedMentions(
+                everyone=False, roles=False, users=[interaction.user]
+            ),
         )
 
     async def _maybe_remix(
@@ -137,16 +140,16 @@ class Presses:
     ) -> None:
         """In remix mode the presser edits the prompt first; else the job starts at once."""
         if self.bot.store.get_settings(str(interaction.user.id)).remix:
+            if len(job.request.raw or job.request.prompt) > MAX_MODAL_TEXT:
+                # The box would cut it, and the parameters at its end with it.
+                await reply_private(interaction, TOO_LONG_TO_REMIX)
+                return
             await interaction.response.send_modal(RemixModal(self, job, make))
         else:
             await self.start(interaction, make(None))
 
     async def start(self, interaction: discord.Interaction, job: Job) -> None:
-        admission = admit(self.bot.config.limits, queue_load(self.bot.engine, job.owner))
-        if not admission.allowed:
-            await reply_private(interaction, admission.message)
-            return
-        await self.bot.deliveries.launch(interaction, job, note=admission.message)
+        await self.bot.deliveries.launch(interaction, [job])
 
     async def cancel(self, interaction: discord.Interaction, stored: StoredJob) -> None:
         """❌ and /cancel: the job's owner or an admin may cancel it."""
@@ -158,6 +161,14 @@ class Presses:
             await reply_private(interaction, f"Cancelling job `{stored.job.id}`.")
         else:
             await reply_private(interaction, "That job is not queued or running any more.")
+
+
+async def _image_size(path: Path) -> tuple[int, int]:
+    def read() -> tuple[int, int]:
+        with Image.open(path) as image:  # reads the header only
+            return image.size
+
+    return await asyncio.to_thread(read)
 
 
 def _reroll(job: Job, owner: str, request: ImagineRequest | None, bot: ImagineBot) -> Job:
@@ -177,7 +188,7 @@ class RemixModal(LoggedModal, title="Remix prompt"):
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="New prompt",
             style=discord.TextStyle.paragraph,
-            default=(job.request.raw or job.request.prompt)[:MAX_MODAL_TEXT],
+            default=job.request.raw or job.request.prompt,  # ≤ MAX_MODAL_TEXT: checked before
             max_length=MAX_MODAL_TEXT,
         )
         self.add_item(self.prompt)
@@ -194,4 +205,10 @@ class RemixModal(LoggedModal, title="Remix prompt"):
         except PromptError as error:
             await reply_private(interaction, messages.prompt_error(error))
             return
+        rule = banned_request(bot.config.moderation, request)  # after escapes are resolved
+        if rule is not None:
+            await reply_private(interaction, messages.banned(rule))
+            return
+        settings = bot.store.get_settings(str(interaction.user.id))
+        request = apply_stylize(request, text, settings)  # the presser's, as for /imagine
         await self._presses.start(interaction, self._make(request))

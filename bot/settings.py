@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.interactions import LoggedModal, reply_private, report_error
+from bot.interactions import GuardedItem, LoggedModal, reply_private
 from bot.moderation import banned_rule
 from bot.store import UserSettings
 from engine.config import ConfigError, EngineConfig
@@ -125,7 +125,9 @@ def _owner(interaction: discord.Interaction) -> tuple[ImagineBot, str, UserSetti
 
 
 class SettingsSelect(
-    discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"mjset:(?P<key>model|stylize)"
+    GuardedItem,
+    discord.ui.DynamicItem[discord.ui.Select[Any]],
+    template=r"mjset:(?P<key>model|stylize)",
 ):
     def __init__(
         self,
@@ -150,13 +152,8 @@ class SettingsSelect(
     ) -> SettingsSelect:
         return cls(match["key"], row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            await self._choose(interaction, str(self.item.values[0]))
-        except Exception as error:
-            await report_error(interaction, error, f"settings select {self.key}")
-
-    async def _choose(self, interaction: discord.Interaction, value: str) -> None:
+    async def run(self, interaction: discord.Interaction) -> None:
+        value = str(self.item.values[0])
         bot, user_id, settings = _owner(interaction)
         if self.key == "model":
             bot.config.engine.preset(value)  # ConfigError (logged) if someone forged the value
@@ -168,6 +165,7 @@ class SettingsSelect(
 
 
 class SettingsButton(
+    GuardedItem,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"mjset:(?P<key>var|remix|suffix|reset)(?::(?P<value>strong|subtle))?",
 ):
@@ -192,13 +190,7 @@ class SettingsButton(
     ) -> SettingsButton:
         return cls(match["key"], match["value"] or "", row=item.row)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            await self._press(interaction)
-        except Exception as error:
-            await report_error(interaction, error, f"settings button {self.custom_id}")
-
-    async def _press(self, interaction: discord.Interaction) -> None:
+    async def run(self, interaction: discord.Interaction) -> None:
         bot, user_id, settings = _owner(interaction)
         if self.key == "suffix":
             await interaction.response.send_modal(SuffixModal(settings.suffix))

@@ -46,10 +46,6 @@ class StoredJob:
     result: JobResult | None
     error: str | None
 
-    @property
-    def parent(self) -> ImageRef | None:
-        return self.job.source
-
 
 @dataclass(frozen=True)
 class UserSettings:
@@ -301,15 +297,6 @@ class Store:
 
     def get_job(self, job_id: str) -> StoredJob | None:
         rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return _stored_job(rows[0]) if rows else None
-
-    def job_by_message(self, message_id: int) -> StoredJob | None:
-        """The job a message shows (for reactions, which carry no custom_id)."""
-        rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE message_id = ?"
-            " ORDER BY created_at DESC LIMIT 1",
-            (message_id,),
-        )
         return _stored_job(rows[0]) if rows else None
 
     def set_message(self, job_id: str, channel_id: int | None, message_id: int) -> None:

@@ -144,13 +144,12 @@ def test_add_and_get_job(store: Store) -> None:
     assert stored.job == FULL_JOB
     assert (stored.status, stored.channel_id, stored.message_id) == (JobStatus.QUEUED, 5, 6)
     assert (stored.result, stored.error) == (None, None)
-    assert stored.parent == ImageRef("e" * 32, 3)
+    assert stored.job.source == ImageRef("e" * 32, 3)
     assert stored.created_at > 0
 
 
 def test_unknown_job_is_none(store: Store) -> None:
     assert store.get_job("nope") is None
-    assert store.job_by_message(1) is None
 
 
 def test_duplicate_job_id_is_refused(store: Store) -> None:
@@ -159,14 +158,12 @@ def test_duplicate_job_id_is_refused(store: Store) -> None:
         store.add_job(FULL_JOB)
 
 
-def test_set_message_and_find_job_by_message(store: Store) -> None:
+def test_set_message(store: Store) -> None:
     job = new_job()
     store.add_job(job)
     store.set_message(job.id, 10, 2**62)  # Discord ids are 64-bit
     stored = store.get_job(job.id)
     assert stored is not None and (stored.channel_id, stored.message_id) == (10, 2**62)
-    found = store.job_by_message(2**62)
-    assert found is not None and found.job.id == job.id
 
 
 def test_status_lifecycle(store: Store) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -11,10 +14,12 @@ from typing import ClassVar
 import pytest
 
 from bot.app import ImagineBot, run_bot
+from bot.app import main as app_main
 from bot.cli import main as cli_main
 from bot.config import BotConfig, DiscordConfig
+from bot.messages import RESTARTING
 from engine.config import EngineConfig
-from tests.discord.helpers import Harness, harness
+from tests.discord.helpers import Harness, harness, job_id_of
 
 __all__ = ["harness"]
 
@@ -96,3 +101,51 @@ async def test_the_bot_starts_its_own_engine_and_closes_it_and_the_store(
     assert engine.calls == ["start", "close"]
     with pytest.raises(sqlite3.ProgrammingError):
         bot.store.get_job("0" * 32)  # closed
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_while_closing_commands_and_buttons_are_refused_privately(harness: Harness) -> None:
+    h = harness
+    bot = await h.start()
+    grid = await h.grid("before the restart")
+    bot.closing = True  # the first thing close() does
+    try:
+        command = await h.imagine("during the restart")
+        press = await h.press(grid, f"mj:r:0:{job_id_of(grid)}")
+        for interaction in (command, press):
+            assert await h.private_reply(interaction) == RESTARTING
+        assert h.engine.jobs() == ()
+        assert len(h.bot.store.user_jobs(str(h.tester))) == 1  # only the grid's job
+    finally:
+        bot.closing = False  # so that the fixture really closes it
+
+
+class StubBot:
+    """Stands in for ImagineBot in main(): runs until closed."""
+
+    def __init__(self, config: BotConfig) -> None:
+        self.closed = asyncio.Event()
+
+    async def __aenter__(self) -> StubBot:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, token: str) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # as `docker stop` does
+        await self.closed.wait()
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+async def test_sigterm_closes_the_bot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.app.ImagineBot", StubBot)
+    loop = asyncio.get_running_loop()
+    # Without main's handler a SIGTERM would end the test run: fail instead.
+    loop.add_signal_handler(signal.SIGTERM, lambda: pytest.fail("main() did not handle SIGTERM"))
+    try:
+        await asyncio.wait_for(app_main(BotConfig(), "token"), 10)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
+from PIL import Image
 
 from bot.config import PermissionsConfig
 from bot.store import JobStatus, Store, StoredJob, UserSettings
@@ -120,7 +121,7 @@ async def test_vary_on_a_single_image(
 
 
 @pytest.mark.parametrize(("op", "strength"), [("us", Strength.SUBTLE), ("uc", Strength.CREATIVE)])
-async def test_upscale_doubles_the_image_and_keeps_single_image_buttons(
+async def test_upscale_doubles_the_image_and_offers_only_vary(
     h_grid: tuple[Harness, StoredMessage], op: str, strength: Strength
 ) -> None:
     h, grid = h_grid
@@ -136,13 +137,25 @@ async def test_upscale_doubles_the_image_and_keeps_single_image_buttons(
     word = strength.value.title()
     assert finished.content.startswith(f"**a quiet harbor** - Upscaled ({word}) by <@{h.tester}>")
     assert image_of(finished.attachments[0].data).size == (256, 256)  # 2 × 128
-    assert [label for label, _, _ in buttons(finished)] == [
-        "Vary (Subtle)",
-        "Vary (Strong)",
-        "Upscale (Subtle)",
-        "Upscale (Creative)",
-    ]
+    # As on Midjourney, an upscale is not upscaled again: each press would double its side.
+    assert [label for label, _, _ in buttons(finished)] == ["Vary (Subtle)", "Vary (Strong)"]
     assert finished.custom_ids[0] == f"mj:vs:1:{upscale.id}"
+
+
+async def test_an_image_already_at_full_size_is_not_upscaled(
+    h_grid: tuple[Harness, StoredMessage],
+) -> None:
+    h, grid = h_grid
+    stored = h.stored(grid)
+    single = await pick(h, grid, 1)
+    assert stored.result is not None
+    Image.new("L", (4096, 2048)).save(stored.result.images[0])  # as if it were a big upscale
+    jobs_before = len(h.engine.jobs())
+
+    press = await h.press(single, f"mj:uc:1:{stored.job.id}")
+
+    assert await h.private_reply(press) == "This image is already at full size."
+    assert len(h.engine.jobs()) == jobs_before
 
 
 async def test_vary_on_an_upscaled_image_starts_from_the_upscale(
@@ -335,3 +348,33 @@ async def test_an_image_gone_from_storage_is_reported(
     press = await h.press(grid, f"mj:u:1:{job_id_of(grid)}")
 
     assert await h.private_reply(press) == "That image is no longer in the bot's storage."
+
+
+async def test_remix_applies_the_pressers_stylize_setting(
+    h_grid: tuple[Harness, StoredMessage],
+) -> None:
+    h, grid = h_grid
+    h.bot.store.save_settings(str(h.bob), UserSettings(remix=True, stylize=750))
+    press = await h.press(grid, f"mj:r:0:{job_id_of(grid)}", user_id=h.bob)
+    callback = await h.fake.wait_for_callback(press)
+    [field] = [c for c in callback.components if c["type"] == 4]
+
+    submit = await h.fake.push_modal_submit(press, {field["custom_id"]: "a stormy harbor"})
+
+    message = await h.job_message(submit)
+    assert h.stored(message).job.request.stylize == 750
+
+
+async def test_remix_refuses_a_prompt_too_long_for_the_box(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    prompt = "waves " * 700 + "--seed 5"  # over 4000 characters: the box would cut --seed
+    grid = await h.grid(prompt)
+    h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
+
+    press = await h.press(grid, f"mj:r:0:{job_id_of(grid)}")
+
+    assert await h.private_reply(press) == (
+        "This prompt is too long to edit in Discord's box; run /imagine with the edit."
+    )
+    assert press.modal is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.config import LimitsConfig
 from bot.store import JobStatus, UserSettings
 from engine.jobs import Strength
 from tests.discord.helpers import Harness, harness, image_of, job_id_of
@@ -224,3 +225,22 @@ async def test_show_with_a_malformed_id(harness: Harness) -> None:
     await h.start()
     reply = await h.private_reply(await h.command("show", {"job_id": "../../etc/passwd"}))
     assert reply == "You have no job with the id `../../etc/passwd`."
+
+
+async def test_info_shortens_prompts_and_drops_whole_lines_past_the_limit(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start(limits=LimitsConfig(max_queued_per_user=40, max_queued_total=60))
+    await h.blocker()
+    prompt = "*stars* " * 200
+    for _ in range(30):
+        await h.job_message(await h.imagine(prompt.strip()))
+
+    reply = await h.private_reply(await h.command("info"))
+
+    lines = reply.splitlines()
+    assert len(reply) <= 2000
+    assert lines[-1].startswith("…and ") and lines[-1].endswith(" more")
+    assert all(line.startswith("• `") and line.endswith(")") for line in lines[1:-1])
+    assert all(len(line) < 200 for line in lines[1:-1])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
+import bot.delivery
 from tests.discord.helpers import Harness, harness, image_of, job_id_of
 from tests.fake_discord import RecordedRequest
 
@@ -87,3 +90,32 @@ async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(harness: Harne
     stored = h.stored(finished)
     assert stored.result is not None and stored.result.grid is not None
     assert stored.result.grid.stat().st_size > 12_000  # the stored PNG itself stays lossless
+
+
+async def test_near_the_token_expiry_edits_go_through_the_channel_unasked(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stops using a token TOKEN_MARGIN before it expires, without waiting for a 401."""
+    h = harness
+    await h.start()
+    blocker = await h.blocker()
+    interaction = await h.imagine("an old token")
+    message = await h.job_message(interaction)
+
+    # As if 15 minutes had passed: the token is now within the margin of its expiry.
+    monkeypatch.setattr(bot.delivery, "TOKEN_MARGIN", datetime.timedelta(minutes=16))
+    await h.release(blocker)
+    finished = await h.finished(message.id)
+
+    assert "(seed " in finished.content
+    assert not [
+        r
+        for r in h.fake.requests
+        if r.route == "webhook_message_edit" and r.params["token"] == interaction.token
+    ]
+    edits = [
+        r
+        for r in h.fake.requests
+        if r.route == "channel_message_edit" and r.params["message_id"] == str(message.id)
+    ]
+    assert edits and all(r.status == 200 for r in edits)

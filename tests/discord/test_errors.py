@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+import bot.presses
 from bot.config import ModerationConfig, PermissionsConfig
 from bot.messages import SOMETHING_WENT_WRONG
 from bot.store import JobStatus, UserSettings
@@ -212,3 +213,68 @@ async def test_banned_words_apply_to_remix_edits_and_saved_suffixes(harness: Har
     assert (await h.private_reply(saved)).startswith("Banned prompt detected")
     assert h.bot.store.get_settings(str(h.tester)).suffix == ""
     assert len(h.fake.channel_messages()) == 1  # only the grid
+
+
+@pytest.mark.parametrize(
+    "prompt", ["a scene of {go}re", "a {calm, quiet} lake --no {go}re"], ids=["prompt", "no"]
+)
+async def test_banned_words_are_checked_after_permutations_expand(
+    harness: Harness, prompt: str
+) -> None:
+    h = harness
+    await h.start(moderation=ModerationConfig(banned_words=("gore",)))
+
+    reply = await ephemeral_answer(h, await h.imagine(prompt))
+
+    assert reply.startswith('Banned prompt detected: your prompt matched the banned word "gore"')
+    assert h.engine.jobs() == () and h.bot.store.user_jobs(str(h.tester)) == []
+
+
+async def test_job_buttons_and_settings_controls_follow_the_role_rules(harness: Harness) -> None:
+    h = harness
+    await h.start(permissions=PermissionsConfig(allowed_roles=(h.fake.member_role_id,)))
+    grid = await h.grid("members only")
+    panel_command = await h.command("settings")
+    await h.fake.wait_for_callback(panel_command)
+    panel = h.fake.original_message(panel_command)
+    assert panel is not None
+
+    button = await h.press(grid, f"mj:r:0:{job_id_of(grid)}", user_id=h.roleless)
+    setting = await h.press(panel, "mjset:remix", user_id=h.roleless)
+    select = await h.press(panel, "mjset:stylize", user_id=h.roleless, values=["750"])
+
+    for press in (button, setting, select):
+        assert (await ephemeral_answer(h, press)).startswith("You need one of the roles")
+    assert h.bot.store.get_settings(str(h.roleless)) == UserSettings()
+    assert len(h.fake.channel_messages()) == 1  # only the grid
+
+
+async def test_roles_count_even_when_the_guild_is_not_cached(harness: Harness) -> None:
+    h = harness
+    bot = await h.start(permissions=PermissionsConfig(allowed_roles=(h.fake.member_role_id,)))
+    guild = bot.get_guild(h.fake.guild_id)
+    assert guild is not None
+    guild._roles.clear()  # as for a guild the bot has no cache of
+
+    message = await h.job_message(await h.imagine("a member's prompt"))
+
+    assert message.content.startswith("**a member's prompt**")
+
+
+async def test_an_error_after_a_public_defer_stays_private(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    await h.start()
+    grid = await h.grid("an image that will not load")
+
+    def broken(*args: object) -> None:
+        raise OSError("the disk is gone")
+
+    monkeypatch.setattr(bot.presses, "fit_image", broken)
+    press = await h.press(grid, f"mj:u:1:{job_id_of(grid)}")
+
+    assert await h.private_reply(press) == SOMETHING_WENT_WRONG
+    assert [m.content for m in h.fake.channel_messages()] == [grid.content]  # no public error
+    loading = [m for m in h.fake.messages.values() if m.interaction_id == press.id]
+    assert all(m.deleted or m.ephemeral for m in loading)

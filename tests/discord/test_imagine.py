@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+import bot.delivery
+from bot import messages
 from bot.store import JobStatus
 from tests.discord.helpers import Harness, buttons, harness, image_of, job_id_of, rows
 
@@ -65,7 +69,7 @@ async def test_the_message_is_edited_from_waiting_to_the_grid(harness: Harness) 
     wire is the lifecycle, in order, on one message."""
     h = harness
     await h.start()
-    interaction = await h.imagine("a lighthouse")
+    interaction = await h.imagine("a lighthouse --steps 40")  # enough steps to see progress
     message = await h.job_message(interaction)
 
     await h.finished(message.id)
@@ -78,8 +82,83 @@ async def test_the_message_is_edited_from_waiting_to_the_grid(harness: Harness) 
     assert edits and all(r.status == 200 for r in edits)
     contents = [str(r.payload["content"]) for r in edits]
     statuses = [c.rsplit("> ", 1)[1] for c in contents]
+    assert len(statuses) >= 2, statuses  # at least one progress edit before the grid
     assert all(s.endswith("%)") or s.startswith("(Queued") for s in statuses[:-1]), statuses
     assert statuses[-1].startswith("(seed ")
     assert [p.filename for p in edits[-1].files] == [f"{job_id_of(message)}.png"]
     previews = [p for r in edits[:-1] for p in r.files]
+    assert previews, statuses
     assert all(p.filename == "preview.jpg" and image_of(p.data).width > 0 for p in previews)
+
+
+async def test_imagine_is_answered_in_time_while_a_long_job_runs(harness: Harness) -> None:
+    """The fake forgets an interaction not answered within 3 s, as Discord does."""
+    h = harness
+    await h.start()
+    blocker = await h.blocker()
+    await h.fake.wait_for_message(lambda m: m.id == blocker.id and "%)" in m.content)
+
+    message = await h.job_message(await h.imagine("a second painting"))
+
+    assert message.content.endswith("(Waiting to start)")
+    await h.release(blocker)
+
+
+async def test_a_long_prompt_full_of_markdown_fits_in_its_messages(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    prompt = "a_b*c " * 600  # 3600 characters; escaping doubles the markdown
+    message = await h.job_message(await h.imagine(prompt.strip()))
+    waiting = message.content
+
+    finished = await h.finished(message.id)
+
+    assert len(waiting) <= 2000 and waiting.endswith("(Waiting to start)")
+    assert waiting.startswith("**a\\_b\\*c a\\_b") and "…** - " in waiting
+    assert "(seed " in finished.content and len(finished.content) <= 2000
+
+
+@pytest.mark.parametrize(
+    "fault", ["a 400 from Discord", "an unexpected error"], ids=["http", "other"]
+)
+async def test_a_refused_first_message_calls_the_job_off_and_says_so_privately(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    h = harness
+    await h.start()
+    blocker = await h.blocker()  # the job waits in the queue: calling it off is immediate
+    if fault == "a 400 from Discord":
+        h.fake.fail_next("interaction_callback", status=400)
+    else:
+
+        async def broken(*args: Any) -> None:
+            raise RuntimeError("a bug in posting")
+
+        monkeypatch.setattr(bot.delivery, "post_first", broken)
+
+    reply = await h.private_reply(await h.imagine("a refused message"))
+
+    assert reply == messages.NOT_POSTED
+    [stored] = h.bot.store.user_jobs(str(h.tester))
+    assert stored.status is JobStatus.FAILED
+    assert h.engine.jobs(str(h.tester)) == ()
+    await h.release(blocker)
+
+
+async def test_a_prompt_cannot_ping_anyone_but_its_owner(harness: Harness) -> None:
+    h = harness
+    await h.start()
+
+    interaction = await h.imagine(f"hello <@{h.bob}> and @everyone")
+    callback = await h.fake.wait_for_callback(interaction)
+
+    data = callback.json["data"]
+    assert data["content"].startswith(f"**hello <@\u200b{h.bob}> and @\u200beveryone** - ")
+    assert data["allowed_mentions"]["parse"] == []
+    assert data["allowed_mentions"]["users"] == [h.tester]
+    finished = await h.finished((await h.job_message(interaction)).id)
+    final = next(
+        r for r in reversed(h.fake.requests) if r.payload.get("content") == finished.content
+    )
+    assert final.payload["allowed_mentions"]["parse"] == []
+    assert final.payload["allowed_mentions"]["users"] == [h.tester]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
 from bot.config import LimitsConfig
+from bot.delivery import Submitted
+from bot.imagine import ConfirmJobs
+from bot.limits import Admission
 from bot.store import JobStatus
+from engine.jobs import Job, imagine_job
+from engine.prompt import parse_prompt
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.fake_discord import StoredMessage
 
@@ -145,3 +154,54 @@ async def test_too_many_permutations_are_refused(harness: Harness) -> None:
     assert refused == (
         "**Too many jobs**\nthis prompt makes 4 jobs (permutations × --repeat); the limit is 3"
     )
+
+
+class StubDeliveries:
+    """Counts the jobs a confirmation starts (whichever way it starts them)."""
+
+    def __init__(self) -> None:
+        self.started: list[Job] = []
+
+    async def submit(self, interaction: Any, jobs: list[Job]) -> tuple[Admission, list[Submitted]]:
+        self.started += jobs
+        return Admission(True), [Submitted(job, None) for job in jobs]  # type: ignore[arg-type]
+
+    async def post(self, interaction: Any, submitted: Submitted) -> None:
+        await asyncio.sleep(0)
+
+    async def launch(self, interaction: Any, job: Job, note: str = "") -> None:
+        self.started.append(job)
+
+
+def stub_press(user_id: int) -> Any:
+    async def answer(**kwargs: Any) -> None:
+        await asyncio.sleep(0)  # a request: other tasks run meanwhile
+
+    response = SimpleNamespace(edit_message=answer, defer=answer)
+    followup = SimpleNamespace(send=answer)
+    return SimpleNamespace(
+        id=1, user=SimpleNamespace(id=user_id), channel_id=5, response=response, followup=followup
+    )
+
+
+@pytest.mark.parametrize("second", ["yes", "no"])
+async def test_a_quick_second_press_on_the_confirmation_does_nothing(second: str) -> None:
+    jobs = [
+        imagine_job(parse_prompt(f"a {colour} bird"), model="tiny", owner="7")
+        for colour in ("red", "blue")
+    ]
+    deliveries = StubDeliveries()
+    bot = SimpleNamespace(
+        deliveries=deliveries,
+        config=SimpleNamespace(limits=LimitsConfig()),
+        engine=SimpleNamespace(jobs=lambda owner=None: (), position=lambda job_id: None),
+    )
+    view = ConfirmJobs(bot, stub_press(7), jobs)  # type: ignore[arg-type]
+    buttons = {"yes": view.yes, "no": view.no}
+
+    await asyncio.gather(
+        view.yes.callback(stub_press(7)),  # type: ignore[call-arg]
+        buttons[second].callback(stub_press(7)),  # type: ignore[call-arg]
+    )
+
+    assert deliveries.started == jobs  # once each, not twice

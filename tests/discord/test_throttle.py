@@ -4,16 +4,21 @@ job's events, and fitting uploads."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import aiohttp
+import discord
 import numpy as np
 from PIL import Image
 
 from bot.attachments import Upload, fit_image, preview_upload
-from bot.delivery import Deliveries, LatestOnly, MessageState
+from bot.delivery import Deliveries, LatestOnly, MessageState, MessageTarget
 from bot.store import JobStatus, Store
 from engine.jobs import (
     Done,
@@ -207,3 +212,103 @@ async def test_each_event_becomes_the_matching_message_state(tmp_path: Path) -> 
     assert [s.view is not None for s in states] == [True] * 5
     stored = store.get_job(job.id)
     assert stored is not None and stored.status is JobStatus.DONE and stored.result == result
+
+
+async def test_a_failed_final_edit_is_tried_again() -> None:
+    tries: list[str] = []
+
+    async def flaky(state: MessageState) -> None:
+        tries.append(state.content)
+        if len(tries) < 3:
+            raise OSError("connection reset")
+
+    editor = LatestOnly(flaky, interval_s=0.0, name="test", retry_delays_s=(0.0, 0.0, 0.0))
+    task = asyncio.create_task(editor.run())
+    editor.put(MessageState("done", final=True))
+    await asyncio.wait_for(task, 5)
+    assert tries == ["done", "done", "done"]
+
+
+class BrokenHandle(ScriptedHandle):
+    """Reports that the job started, then fails while reading the next event."""
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        yield Started(self.job.id)
+        raise ConnectionResetError("the engine went away")
+
+
+async def test_losing_track_of_a_job_ends_its_message_with_a_failure(tmp_path: Path) -> None:
+    job = imagine_job(parse_prompt("a red fox"), model="tiny", owner="42", seed=7)
+    states: list[MessageState] = []
+
+    class Target:
+        size_limit = 10 * 1024 * 1024
+
+        async def show(self, state: MessageState) -> None:
+            states.append(state)
+
+    store = Store(tmp_path / "bot.sqlite3")
+    store.add_job(job, channel_id=1, message_id=2)
+    deliveries = Deliveries(SimpleNamespace(store=store), edit_interval_s=0.0)  # type: ignore[arg-type]
+    await deliveries._follow(job, BrokenHandle(job, []), Target(), "")  # type: ignore[arg-type]
+
+    assert states[-1].final and states[-1].view is None  # no ❌ left on a dead job
+    assert states[-1].content == "**a red fox** - <@42> (Failed: could not deliver the result)"
+
+
+class StubChannel:
+    """A partial messageable that records the contents edited through the bot token."""
+
+    def __init__(self) -> None:
+        self.edits: list[str] = []
+
+    def get_partial_message(self, message_id: int) -> SimpleNamespace:
+        async def edit(**kwargs: Any) -> None:
+            self.edits.append(kwargs["content"])
+
+        return SimpleNamespace(edit=edit)
+
+
+def stub_target(
+    channel: StubChannel, webhook: Any = None, clock: Callable[[], float] = time.monotonic
+) -> MessageTarget:
+    job = imagine_job(parse_prompt("a red fox"), model="tiny", owner="42", seed=7)
+    bot = SimpleNamespace(get_partial_messageable=lambda channel_id: channel)
+    expires = discord.utils.utcnow() + datetime.timedelta(minutes=15) if webhook else None
+    return MessageTarget(
+        bot,  # type: ignore[arg-type]
+        job,
+        1,
+        webhook,
+        expires,
+        1024,
+        message_id=None if webhook else 2,
+        clock=clock,
+    )
+
+
+async def test_a_webhook_edit_that_fails_below_http_falls_back_to_the_bot_token() -> None:
+    async def edit(**kwargs: Any) -> None:
+        raise aiohttp.ClientConnectionError("connection reset by peer")
+
+    channel = StubChannel()
+    target = stub_target(channel, webhook=SimpleNamespace(id=2, edit=edit))
+
+    await target.show(MessageState("done", final=True))
+
+    assert channel.edits == ["done"]
+
+
+async def test_queue_positions_far_back_are_edited_seldom_with_the_bot_token() -> None:
+    now = [1000.0]
+    channel = StubChannel()
+    target = stub_target(channel, clock=lambda: now[0])
+
+    for position in (9, 8, 7):
+        await target.show(MessageState(f"position {position}", position=position))
+    await target.show(MessageState("position 5", position=5))  # near the front: always shown
+    now[0] += 31.0
+    await target.show(MessageState("position 6", position=6))  # …and far back after 30 s
+    await target.show(MessageState("running"))
+
+    assert channel.edits == ["position 9", "position 5", "position 6", "running"]

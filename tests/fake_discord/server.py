@@ -233,6 +233,7 @@ class FakeInteraction:
     modal: Payload | None = None  # the modal the bot answered with (callback type 9)
     choices: list[Payload] | None = None  # autocomplete answer (callback type 8)
     expired: bool = False
+    dispatched_at: float = 0.0  # the event loop's clock when the fake sent it
 
 
 @dataclass
@@ -389,6 +390,8 @@ class FakeDiscord:
         self.attachment_size_limit = attachment_size_limit
         self.locale = "en-US"
         self.strict = True  # check_clean() fails on unknown routes and escaped requests
+        # Discord forgets an interaction not answered this long after it was sent (10062).
+        self.ack_deadline_s = 3.0
         self.port = 0
         self._init_world()
         # Recorded traffic and state.
@@ -939,6 +942,7 @@ class FakeDiscord:
             interaction is None
             or interaction.token != record.params["token"]
             or interaction.expired
+            or asyncio.get_running_loop().time() - interaction.dispatched_at > self.ack_deadline_s
         ):
             raise ApiError(404, 10062, "Unknown interaction")
         if interaction.response_type is not None:
@@ -1018,9 +1022,10 @@ class FakeDiscord:
     async def _webhook_execute(self, record: RecordedRequest) -> Payload | None:
         interaction = self._hook_interaction(record)
         original = self.original_message(interaction)
-        if interaction.response_type == 5 and original is not None and original.loading:
+        placeholder = original if original is not None and not original.deleted else None
+        if interaction.response_type == 5 and placeholder is not None and placeholder.loading:
             # After a deferred (type 5) answer the first followup fills in the placeholder.
-            message = self.edit_message(original, record.payload, record.parts)
+            message = self.edit_message(placeholder, record.payload, record.parts)
         else:
             message = self.create_message(
                 interaction.channel_id, record.payload, record.parts, interaction=interaction
@@ -1217,6 +1222,7 @@ class FakeDiscord:
         )
         self.interactions[interaction_id] = interaction
         self._by_token[token] = interaction
+        interaction.dispatched_at = asyncio.get_running_loop().time()
         await self.push_event("INTERACTION_CREATE", payload)
         return interaction
 
