@@ -41,9 +41,10 @@ def imagine_jobs(
             apply_stylize(request, text, settings),
             model=job_model(request, settings, engine),
             owner=owner,
+            repeat=run,
         )
         for request in requests
-        for _ in range(request.repeat)
+        for run in range(request.repeat)
     ]
     if len(jobs) > limit:
         raise PromptError(

@@ -19,10 +19,3 @@ def make_grid(images: Sequence[Image.Image], columns: int = 2) -> Image.Image:
     for i, image in enumerate(images):
         grid.paste(image, ((i % columns) * width, (i // columns) * height))
     return grid
-
-
-def grid_cell(grid: Image.Image, index: int, columns: int = 2, rows: int = 2) -> Image.Image:
-    """Image `index` (0-based) cut back out of a grid."""
-    width, height = grid.width // columns, grid.height // rows
-    x, y = (index % columns) * width, (index // columns) * height
-    return grid.crop((x, y, x + width, y + height))

@@ -91,16 +91,25 @@ class Job:
 
 
 def imagine_job(
-    request: ImagineRequest, *, model: str, owner: str = "", seed: int | None = None
+    request: ImagineRequest,
+    *,
+    model: str,
+    owner: str = "",
+    seed: int | None = None,
+    repeat: int = 0,
 ) -> Job:
-    """A new imagine job; the request's --seed wins, then `seed`, then a random one."""
+    """A new imagine job; the request's --seed wins, then `seed`, then a random one.
+
+    `repeat` numbers the runs of one --repeat prompt: with a fixed seed, run n starts 4n further
+    on, so each run draws new images and the whole set stays reproducible.
+    """
     chosen = request.seed if request.seed is not None else seed
     return Job(
         id=new_job_id(),
         kind=JobKind.IMAGINE,
         request=request,
         model=model,
-        seed=random_seed() if chosen is None else chosen,
+        seed=random_seed() if chosen is None else (chosen + GRID_SIZE * repeat) % (SEED_MAX + 1),
         owner=owner,
     )
 

@@ -87,8 +87,8 @@ def load_pipeline(preset: ModelPreset, config: EngineConfig) -> DiffusionPipelin
     pipe.set_progress_bar_config(disable=True)
     # SDXL's own VAE overflows in float16. Diffusers 0.42 handles it: with `vae.config.force_upcast`
     # (True in SDXL's VAE config, False in the fp16-fix VAE) the pipelines move the VAE to float32
-    # around each encode/decode and back. So nothing to do here, but code that calls
-    # `pipe.vae.decode` itself (previews) must do the same when `force_upcast` is set.
+    # around each encode/decode and back. Nothing to do here: previews use TAESD or a linear
+    # projection and never call this VAE themselves.
     logger.info(
         "loaded model preset %r from %s on %s (%s)", preset.name, preset.source, device, dtype
     )

@@ -38,9 +38,11 @@ async def run_local(
             config = config.with_model(model)  # preload the model that will run, not the default
         requests = parse_prompts(prompt, limit=MAX_LOCAL_JOBS, models=config.presets.keys())
         jobs = [
-            imagine_job(request, model=config.preset(model or request.model).name, owner="local")
+            imagine_job(
+                request, model=config.preset(model or request.model).name, owner="local", repeat=run
+            )
             for request in requests
-            for _ in range(request.repeat)
+            for run in range(request.repeat)
         ]
     except PromptError as error:
         print(f"{error.title}: {error.message}", file=err)

@@ -74,11 +74,3 @@ def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
     scheduler = cls.from_config(config)
     assert isinstance(scheduler, SchedulerMixin)  # for mypy: from_config's union return type
     return scheduler
-
-
-def supports_sigmas(scheduler: SchedulerMixin) -> bool:
-    """Whether `scheduler.set_timesteps` takes a custom `sigmas` schedule (used for --stop)."""
-    set_timesteps = getattr(scheduler, "set_timesteps", None)
-    if set_timesteps is None:
-        return False
-    return "sigmas" in inspect.signature(set_timesteps).parameters

@@ -22,7 +22,7 @@ from diffusers import (
 from diffusers.utils import is_scipy_available
 
 from engine.prompt.request import SAMPLERS
-from engine.samplers import make_scheduler, supports_sigmas
+from engine.samplers import make_scheduler
 from engine.tiny import ensure_tiny
 
 CLASSES = {
@@ -127,9 +127,3 @@ def test_unknown_sampler_names_the_choices(pipe: DiffusionPipeline) -> None:
 def test_lms_without_scipy_says_what_to_install(pipe: DiffusionPipeline) -> None:
     with pytest.raises(ImportError, match="pip install scipy"):
         make_scheduler("lms", pipe.scheduler.config)
-
-
-def test_supports_sigmas(pipe: DiffusionPipeline) -> None:
-    config = pipe.scheduler.config
-    assert supports_sigmas(make_scheduler("euler", config))
-    assert not supports_sigmas(make_scheduler("ddim", config))
