@@ -33,6 +33,7 @@ from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult, Strength
 from engine.loader import load_pipeline, model_revision
 from engine.preview import PreviewDecoder, load_taesd
+from engine.prompt.request import SEED_MAX
 from engine.resolution import image_size
 from engine.samplers import make_scheduler
 from engine.storage import ImageStore
@@ -230,27 +231,22 @@ class Generator:
         attempts = [(size, False) for size in (min(count, 4), 2, 1) if size <= count]
         attempts = [*dict.fromkeys(attempts), (1, True)]  # last: one at a time, VAE tiled
         vae = batch.model.pipe.vae
+        plan = batch.plan
         for chunk, vae_tiling in attempts:
-            out_of_memory = False
             try:
                 if vae_tiling:
                     vae.enable_tiling()
                 with seamless(batch.model.pipe, batch.tile):
                     return self._chunks(batch, chunk)
             except torch.cuda.OutOfMemoryError:
-                # Only note it: the traceback holds tensors until the except block is left.
-                out_of_memory = True
+                pass  # free memory below: the traceback holds tensors until the block is left
             finally:
                 if vae_tiling:
                     vae.disable_tiling()
-            if out_of_memory:
-                plan = batch.plan
-                logger.warning(
-                    "out of memory at %dx%d, %d at a time", plan.width, plan.height, chunk
-                )
-                free_memory()
+            logger.warning("out of memory at %dx%d, %d at a time", plan.width, plan.height, chunk)
+            free_memory()
         raise GenerationError(
-            f"the GPU ran out of memory even for one {batch.plan.width}×{batch.plan.height} image; "
+            f"the GPU ran out of memory even for one {plan.width}×{plan.height} image; "
             "try a smaller --ar, --quality .5, or a smaller model"
         )
 
@@ -335,7 +331,7 @@ class Generator:
         boxes = tile_boxes(big.size, tile)
         plan = make_plan(job, model.preset, (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]))
         crops = [big.crop(box) for box in boxes]
-        seeds = [(job.seed + i) % 2**32 for i in range(len(boxes))]
+        seeds = [(job.seed + i) % (SEED_MAX + 1) for i in range(len(boxes))]
         tiles = self._generate(self._batch(model, job, plan, seeds, crops, progress, cancelled))
         return blend_tiles(big.size, boxes, tiles), plan
 
@@ -345,14 +341,12 @@ class Generator:
             self._gan, self._gan_loaded = load_gan(self.config.upscaler, device), True
         size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
         if self._gan is not None:
-            out_of_memory = False
             try:
-                image = self._gan(image)
+                return self._gan(image).resize(size, Image.Resampling.LANCZOS)
             except torch.cuda.OutOfMemoryError:
-                out_of_memory = True  # the traceback holds tensors until the except block is left
-            if out_of_memory:
-                logger.warning("the GAN upscaler ran out of memory; upscaling with Lanczos")
-                free_memory()
+                pass  # free memory below: the traceback holds tensors until the block is left
+            logger.warning("the GAN upscaler ran out of memory; upscaling with Lanczos")
+            free_memory()
         return image.resize(size, Image.Resampling.LANCZOS)
 
     # 3. save every image and the grid with full parameters

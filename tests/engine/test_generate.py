@@ -200,7 +200,7 @@ def test_quality_steps_and_stop_set_the_steps_run(
     assert result.steps == total
 
 
-def test_stop_gives_a_softer_image_than_the_full_run(generator: Generator) -> None:
+def test_stop_changes_the_image_and_runs_with_euler(generator: Generator) -> None:
     full = imagine(generator, "a red fox --seed 8 --sampler euler")
     stopped = imagine(generator, "a red fox --seed 8 --sampler euler --stop 30")
 
