@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 TOKEN_ENV = "DISCORD_TOKEN"
-ENGINE_TABLES = ("engine", "storage", "models")  # parsed by engine.config
+ENGINE_TABLES = ("engine", "storage", "models", "versions")  # parsed by engine.config
 BOT_TABLES = ("discord", "limits", "permissions", "moderation")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
+import string
 import threading
 import time
 from collections.abc import Collection, Mapping
@@ -54,6 +56,16 @@ class UserSettings:
     variation: Strength = Strength.STRONG  # what V1…V4 do
     remix: bool = False  # edit the prompt before a variation or reroll runs
     suffix: str = ""  # appended to every prompt (/prefer suffix)
+    options: tuple[tuple[str, str], ...] = ()  # (NAME, VALUE): --NAME stands for VALUE, by name
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A personalization profile (/prefer personalize): a style text `--p` adds to prompts.
+    Its owner's `--p` uses it; anyone's `--p CODE` does too, as with Midjourney's codes."""
+
+    code: str
+    style: str
 
 
 # --- JSON (de)serialization -------------------------------------------------------------------
@@ -76,17 +88,33 @@ def request_to_dict(req: ImagineRequest) -> dict[str, Any]:
         "repeat": req.repeat,
         "image_weight": req.image_weight,
         "model": req.model,
+        "version": req.version,
         "style_raw": req.style_raw,
+        "style": req.style,
+        "experimental": req.experimental,
+        "draft": req.draft,
+        "hd": req.hd,
+        "personalize": None if req.personalize is None else list(req.personalize),
+        "personal_styles": list(req.personal_styles),
+        "style_refs": list(req.style_refs),
+        "style_ref_weight": req.style_ref_weight,
+        "style_ref_version": req.style_ref_version,
+        "object_refs": list(req.object_refs),
+        "object_ref_weight": req.object_ref_weight,
+        "character_weight": req.character_weight,
         "steps": req.steps,
         "cfg": req.cfg,
         "sampler": req.sampler,
         "speed": req.speed,
         "raw": req.raw,
+        "notes": list(req.notes),
     }
 
 
 def request_from_dict(d: Mapping[str, Any]) -> ImagineRequest:
     w, h = d["aspect"]
+    # Keys added since the first release may be missing from older rows: their defaults apply.
+    personalize = d.get("personalize")
     return ImagineRequest(
         prompt=d["prompt"],
         parts=tuple(PromptPart(p["text"], float(p["weight"])) for p in d["parts"]),
@@ -103,12 +131,26 @@ def request_from_dict(d: Mapping[str, Any]) -> ImagineRequest:
         repeat=d["repeat"],
         image_weight=float(d["image_weight"]),
         model=d["model"],
+        version=d.get("version"),
         style_raw=d["style_raw"],
+        style=d.get("style"),
+        experimental=d.get("experimental", 0),
+        draft=d.get("draft", False),
+        hd=d.get("hd", False),
+        personalize=None if personalize is None else tuple(personalize),
+        personal_styles=tuple(d.get("personal_styles", ())),
+        style_refs=tuple(d.get("style_refs", ())),
+        style_ref_weight=d.get("style_ref_weight", 100),
+        style_ref_version=d.get("style_ref_version"),
+        object_refs=tuple(d.get("object_refs", ())),
+        object_ref_weight=d.get("object_ref_weight", 100),
+        character_weight=d.get("character_weight"),
         steps=d["steps"],
         cfg=None if d["cfg"] is None else float(d["cfg"]),
         sampler=d["sampler"],
         speed=d["speed"],
         raw=d["raw"],
+        notes=tuple(d.get("notes", ())),
     )
 
 
@@ -182,6 +224,7 @@ def settings_to_json(settings: UserSettings) -> str:
             "variation": settings.variation.value,
             "remix": settings.remix,
             "suffix": settings.suffix,
+            "options": dict(settings.options),
         }
     )
 
@@ -196,6 +239,7 @@ def settings_from_json(s: str) -> UserSettings:
         variation=Strength(d.get("variation", default.variation.value)),
         remix=d.get("remix", default.remix),
         suffix=d.get("suffix", default.suffix),
+        options=tuple(sorted(d.get("options", {}).items())),
     )
 
 
@@ -221,7 +265,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobs_by_message ON jobs (message_id)",
         "CREATE TABLE user_settings (user_id TEXT PRIMARY KEY, settings TEXT NOT NULL)",
     ),
+    (
+        """CREATE TABLE profiles (
+            user_id TEXT PRIMARY KEY,
+            code TEXT NOT NULL UNIQUE,
+            style TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+    ),
 )
+PROFILE_CODE_LENGTH = 7  # like Midjourney's codes: `--p 4x7kq2m`
+_CODE_ALPHABET = string.ascii_lowercase + string.digits
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _JOB_COLUMNS = "job, status, created_at, channel_id, message_id, result, error"
@@ -354,6 +408,41 @@ class Store:
             " ON CONFLICT (user_id) DO UPDATE SET settings = excluded.settings",
             (user_id, settings_to_json(settings)),
         )
+
+    # --- personalization profiles
+
+    def get_profile(self, user_id: str) -> Profile | None:
+        rows = self._read("SELECT code, style FROM profiles WHERE user_id = ?", (user_id,))
+        return Profile(*rows[0]) if rows else None
+
+    def profile_style(self, code: str) -> str | None:
+        """The style text of the profile with this `--p` code, or None."""
+        rows = self._read("SELECT style FROM profiles WHERE code = ?", (code.lower(),))
+        return rows[0][0] if rows else None
+
+    def save_profile(self, user_id: str, style: str) -> Profile:
+        """Set `user_id`'s profile text; its code stays what it was (shared codes keep working)."""
+        for _ in range(10):
+            current = self.get_profile(user_id)
+            if current is not None:
+                self._write(
+                    "UPDATE profiles SET style = ?, updated_at = ? WHERE user_id = ?",
+                    (style, time.time(), user_id),
+                )
+                return Profile(current.code, style)
+            code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(PROFILE_CODE_LENGTH))
+            try:
+                self._write(
+                    "INSERT INTO profiles (user_id, code, style, updated_at) VALUES (?, ?, ?, ?)",
+                    (user_id, code, style, time.time()),
+                )
+                return Profile(code, style)
+            except sqlite3.IntegrityError:  # the code is taken (1 in 36^7), or the user's row
+                continue  # was just written by another call: look again
+        raise RuntimeError(f"could not save the profile of user {user_id}")
+
+    def delete_profile(self, user_id: str) -> bool:
+        return self._write("DELETE FROM profiles WHERE user_id = ?", (user_id,)) > 0
 
 
 def _stored_job(row: tuple[Any, ...]) -> StoredJob:

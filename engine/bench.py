@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -37,8 +38,9 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     previews = Generator(replace(config, preview_every=2))
     loaded = quiet.model(model)
 
-    def job(flags: str = "", text: str = PROMPT) -> Job:
-        return imagine_job(parse_prompt(f"{text} --seed 7 {flags}"), model=model)
+    def job(flags: str = "", text: str = PROMPT, **changes: Any) -> Job:
+        request = replace(parse_prompt(f"{text} --seed 7 {flags}"), **changes)
+        return imagine_job(request, model=model)
 
     def go(generator: Generator, job: Job) -> Callable[[], object]:
         return lambda: generator.run(job, lambda *_: None, lambda: False)
@@ -54,6 +56,8 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
             go(quiet, job(text=f"{PROMPT}::2 the sea:: storm clouds::")),
         ),
         ("grid of 4, --q .5", go(quiet, job("--q .5"))),
+        ("grid of 4, --draft", go(quiet, job(draft=True))),
+        ("grid of 4, --hd", go(quiet, job(hd=True))),
         ("variation (strong)", go(quiet, vary_job(source, 0, Strength.STRONG, owner="bench"))),
         (
             "upscale 2× (creative)",

@@ -7,12 +7,20 @@ How the Midjourney parameters that act on the text land in the diffusion process
   (`a::4 b::2` is `a::2 b::1`).
 - negative parts and `--no`: they form the negative prompt, which classifier-free guidance steers
   away from; `--no x` is `x::-0.5`, so a part of weight -w gets weight 2w there.
-- `--stylize S`: the preset's house-style text is one more part, of weight sqrt(S / 1000)
-  (100 → 0.32, 250 → 0.5, 1000 → 1); `--s 0` and `--style raw` leave it out.
+- `--stylize S` and `--exp E`: the preset's house-style text is one more part, of weight
+  sqrt(S / 1000) + 0.5 × E / 100 (EXP_STYLE), at most 1.5 (STYLE_WEIGHT_MAX): without --exp,
+  100 → 0.32, 250 → 0.5, 1000 → 1; `--s 0 --exp 100` → 0.5. Weight 0 (`--s 0` without --exp)
+  and `--style raw` leave it out. (--exp also raises the guidance: engine.plan.planned_guidance.)
+- `--style NAME` (cute, expressive, scenic, original): the preset's text for that style is one
+  more part, of weight 0.6 (NAMED_STYLE_WEIGHT), beside the house style; `--style raw` does not
+  remove it. On a preset without that style it adds nothing.
+- `--p` (personalization): each profile's style text is one more part, of weight
+  0.5 + S / 2000 (`personal_weight`: 0.55 at the default --s 100, 1 at --s 1000); `--style raw`
+  does not remove it.
 - `--chaos C`: each image gets its own Gaussian noise on every token of its conditioning,
   C/100 × 0.5 × the conditioning's spread, drawn from that image's seed: the four images of a
   grid drift apart from each other and from the literal prompt. (Chaos also mixes a
-  low-frequency field into each image's starting noise: see engine.generate.initial_noise.)
+  low-frequency field into each image's starting noise: see engine.noise.initial_noise.)
 - `--weird W`: each image's conditioning is shifted by one random direction shared by all its
   tokens, W/3000 × 1.5 × the spread, drawn from that image's seed: a coherent but unusual look.
 """
@@ -32,6 +40,9 @@ from engine.config import ModelPreset
 from engine.prompt.request import ImagineRequest
 
 CHAOS_SCALE = 0.5
+EXP_STYLE = 0.5  # --exp 100 adds 0.5 to the house style's weight
+STYLE_WEIGHT_MAX = 1.5
+NAMED_STYLE_WEIGHT = 0.6
 WEIRD_SCALE = 1.5
 _CHAOS_SALT = 0x6368616F  # separate random streams from the seeds' latent noise
 _WEIRD_SALT = 0x77656972
@@ -70,7 +81,40 @@ def escape(text: str) -> str:
 
 
 def style_weight(request: ImagineRequest) -> float:
-    return 0.0 if request.style_raw else math.sqrt(request.stylize / 1000)
+    """The house style's weight: 0 leaves it out."""
+    if request.style_raw:
+        return 0.0
+    weight = math.sqrt(request.stylize / 1000) + EXP_STYLE * request.experimental / 100
+    return min(STYLE_WEIGHT_MAX, weight)
+
+
+def personal_weight(request: ImagineRequest) -> float:
+    """The weight of each personalization profile's style text."""
+    return 0.5 + request.stylize / 2000
+
+
+def named_style(request: ImagineRequest, preset: ModelPreset) -> str | None:
+    """The `--style NAME` that applies on `preset`, or None (none asked, or the preset has none)."""
+    if request.style is None or preset.style_text(request.style) is None:
+        return None
+    return request.style
+
+
+def personal_texts(request: ImagineRequest) -> tuple[str, ...]:
+    """The personalization profiles' style texts that are weighed in (blank ones are not)."""
+    return tuple(text for text in request.personal_styles if text.strip())
+
+
+def style_parts(request: ImagineRequest, preset: ModelPreset) -> list[tuple[str, float]]:
+    """The parts the model adds to the prompt: house style, named style, personal styles."""
+    parts: list[tuple[str, float]] = []
+    if preset.style and style_weight(request) > 0:
+        parts.append((preset.style, style_weight(request)))
+    named = preset.style_text(request.style) if request.style else None
+    if named is not None:
+        parts.append((named, NAMED_STYLE_WEIGHT))
+    parts += [(text, personal_weight(request)) for text in personal_texts(request)]
+    return parts
 
 
 def weighed_parts(
@@ -80,8 +124,7 @@ def weighed_parts(
     positive = request.positive_parts
     top = max((p.weight for p in positive), default=1.0)
     parts = [(p.text, p.weight / top) for p in positive]
-    if preset.style and style_weight(request) > 0:
-        parts.append((preset.style, style_weight(request)))
+    parts += style_parts(request, preset)
     negatives = [(text, 1.0) for text in request.negative]
     negatives += [(p.text, min(2.0, 2 * -p.weight / top)) for p in request.negative_parts]
     return parts, negatives
@@ -89,11 +132,10 @@ def weighed_parts(
 
 def plain_texts(request: ImagineRequest, preset: ModelPreset) -> tuple[str, str]:
     """The same prompts as readable text, for PNG metadata."""
-    positive = ", ".join(p.text for p in request.positive_parts)
-    if preset.style and style_weight(request) > 0:
-        positive += f", {preset.style}"
+    texts = [p.text for p in request.positive_parts]
+    texts += [text for text, _ in style_parts(request, preset)]
     negative = ", ".join([*request.negative, *(p.text for p in request.negative_parts)])
-    return positive, negative
+    return ", ".join(texts), negative
 
 
 def encode(

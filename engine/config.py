@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.prompt.request import SAMPLERS
+from engine.prompt.request import NAMED_STYLES, SAMPLERS, normalize_version
 
 FAMILIES = ("sd", "sdxl")
 BUILTIN_PREFIX = "builtin:"
@@ -38,10 +38,17 @@ class ModelPreset:
         None  # a TAESD repo/directory for cheap previews; else a linear projection
     )
     style: str = ""  # the "house style" that --stylize weighs in; --style raw leaves it out
+    # (name, text) for `--style NAME` (niji's cute, expressive, scenic, original)
+    styles: tuple[tuple[str, str], ...] = ()
+    draft: str | None = None  # the preset `--draft` runs on (a distilled one); None: fewer steps
 
     @property
     def is_builtin(self) -> bool:
         return self.source.startswith(BUILTIN_PREFIX)
+
+    def style_text(self, name: str) -> str | None:
+        """The text of `--style NAME` on this preset, or None when it has no such style."""
+        return dict(self.styles).get(name)
 
 
 # The presets every install has; [models.NAME] tables add to them or override them by name.
@@ -83,6 +90,12 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
             sampler="euler_a",
             preview="madebyollin/taesdxl",
             style="masterpiece, best quality, anime illustration",
+            styles=(
+                ("cute", "cute, kawaii, adorable, soft pastel colors, chibi proportions"),
+                ("expressive", "expressive, dynamic pose, bold lines, dramatic lighting, vivid"),
+                ("scenic", "scenic, cinematic wide shot, detailed background, atmospheric light"),
+                ("original", "classic anime style, cel shading, clean line art"),
+            ),
         ),
         ModelPreset(
             name="tiny",
@@ -122,6 +135,8 @@ class EngineConfig:
     threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
     max_loaded_models: int = 2  # presets kept loaded at once; the least recently used goes
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
+    # [versions]: a Midjourney version ("6.1") → the preset `--v 6.1` runs on; unlisted: default
+    versions: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def images_dir(self) -> Path:
@@ -179,7 +194,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
     where = f"models.{name}"
     fields = {
         "source", "family", "base_resolution", "steps", "guidance", "sampler",
-        "revision", "variant", "vae", "preview", "style",
+        "revision", "variant", "vae", "preview", "style", "styles", "draft",
     }  # fmt: skip
     check_keys(table, fields, where)
     if base is None and "source" not in table:
@@ -208,6 +223,8 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
         vae=opt("vae", base.vae),
         preview=opt("preview", base.preview),
         style=take(table, "style", str, base.style, where),
+        styles=_styles(table, base.styles, where),
+        draft=(opt("draft", base.draft) or "").lower() or None,
     )
     if preset.base_resolution < 64 or preset.base_resolution % 64:
         raise ConfigError(
@@ -220,6 +237,38 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
     return preset
 
 
+def _styles(
+    table: Mapping[str, Any], current: tuple[tuple[str, str], ...], where: str
+) -> tuple[tuple[str, str], ...]:
+    """`styles = { cute = "…", … }`: the texts of `--style NAME`, for niji's style names."""
+    styles = take(table, "styles", dict, dict(current), where)
+    for name, text in styles.items():
+        if name not in NAMED_STYLES:
+            raise ConfigError(
+                f"{where}.styles.{name} is not a style name; they are: {', '.join(NAMED_STYLES)}"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where}.styles.{name} must be a non-empty string, got {text!r}")
+    return tuple(sorted(styles.items()))
+
+
+def _versions(table: Mapping[str, Any], presets: Mapping[str, ModelPreset]) -> dict[str, str]:
+    """[versions] "6.1" = "sdxl": which preset a Midjourney version runs on."""
+    versions: dict[str, str] = {}
+    for key, name in table.items():
+        version = normalize_version(str(key))
+        if version is None:
+            raise ConfigError(
+                f'versions.{key} is not a Midjourney version (a number from 1 to 8.1, like "6.1")'
+            )
+        if not isinstance(name, str) or name.lower() not in presets:
+            raise ConfigError(
+                f"versions.{key} must name a preset ({', '.join(sorted(presets))}), got {name!r}"
+            )
+        versions[version] = name.lower()
+    return versions
+
+
 def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> EngineConfig:
     """Build the engine's config from the whole parsed TOML document.
 
@@ -228,7 +277,9 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
     engine = data.get("engine", {})
     storage = data.get("storage", {})
     models = data.get("models", {})
-    for key, value in (("engine", engine), ("storage", storage), ("models", models)):
+    versions = data.get("versions", {})
+    tables = (("engine", engine), ("storage", storage), ("models", models), ("versions", versions))
+    for key, value in tables:
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{key}] must be a table")
     check_keys(
@@ -275,6 +326,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         threads=take(engine, "threads", int, 0, "engine"),
         max_loaded_models=take(engine, "max_loaded_models", int, 2, "engine"),
         presets=presets,
+        versions=_versions(versions, presets),
     )
     if config.model not in presets:
         raise ConfigError(
@@ -291,4 +343,10 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
     if config.job_timeout_s <= 0:
         raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
+    for preset in presets.values():
+        if preset.draft is not None and preset.draft not in presets:
+            raise ConfigError(
+                f"models.{preset.name}.draft is {preset.draft!r}, which is not a preset; "
+                f"the presets are: {', '.join(sorted(presets))}"
+            )
     return config

@@ -1,6 +1,6 @@
-"""Runs one job on a loaded pipeline: imagine (text → 4 images), vary (img2img → 4 images),
-upscale (2× resize, then tiled img2img). Used inside the engine process (engine.worker) and,
-in tests, directly.
+"""Runs one job on a loaded pipeline: imagine (text → 4 images; with --hd, then a second img2img
+pass at 1.5× the size), vary (img2img → 4 images), upscale (2× resize, then tiled img2img). Used
+inside the engine process (engine.worker) and, in tests, directly.
 
 Every image has its own CPU `torch.Generator` (seed, seed+1, …), so an image depends only on its
 seed and the request, not on its place in the batch: image 3 of a grid is image 1 of the grid
@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
@@ -30,27 +29,20 @@ from engine import conditioning
 from engine.config import EngineConfig, ModelPreset
 from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
-from engine.jobs import Job, JobKind, JobResult, Strength
+from engine.jobs import Job, JobKind, JobResult
 from engine.loader import load_pipeline, model_revision
+from engine.noise import initial_noise, stop_sigmas
+from engine.plan import Plan, make_plan
 from engine.preview import PreviewDecoder, load_taesd
 from engine.prompt.request import SEED_MAX
 from engine.resolution import image_size
 from engine.samplers import make_scheduler
 from engine.storage import ImageStore
+from engine.tiles import blend_tiles, tile_boxes
 
 logger = logging.getLogger(__name__)
 
-# img2img strength: Fooocus' values for a Midjourney-like UI (field notes §4).
-STRENGTHS = {
-    (JobKind.VARY, Strength.SUBTLE): 0.5,
-    (JobKind.VARY, Strength.STRONG): 0.85,
-    (JobKind.UPSCALE, Strength.SUBTLE): 0.3,
-    (JobKind.UPSCALE, Strength.CREATIVE): 0.5,
-}
-CHAOS_LATENT_SCALE = 1.0  # --chaos 100 gives the composition field as much variance as the noise
-_COMPOSITION_SALT = 0x636F6D70
 UPSCALE_FACTOR = 2
-TILE_OVERLAP = 8  # 1/8 of a tile's side overlaps its neighbour, blended linearly
 
 ProgressFn = Callable[[int, int, bytes | None], None]
 CancelFn = Callable[[], bool]
@@ -73,25 +65,6 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What a job runs with, after presets, --quality and --stop are applied."""
-
-    steps: int  # the schedule's length
-    stop_at: int  # the last step of the schedule that runs (before `steps` with --stop)
-    guidance: float
-    sampler: str
-    width: int
-    height: int
-    strength: float | None  # img2img only
-    chaos: int = 0
-
-    @property
-    def denoise_steps(self) -> int:
-        """The steps that actually run: img2img skips the first (1 - strength) of the schedule."""
-        return self.stop_at if self.strength is None else int(self.steps * self.strength)
-
-
-@dataclass(frozen=True)
 class Batch:
     """Images drawn together for one job: their seeds, start images (img2img) and conditioning."""
 
@@ -107,21 +80,6 @@ class Batch:
     def rows(self, rows: slice) -> Batch:
         inits = None if self.inits is None else self.inits[rows]
         return replace(self, seeds=self.seeds[rows], inits=inits, cond=self.cond.select(rows))
-
-
-def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:
-    req = job.request
-    strength = STRENGTHS.get((job.kind, job.strength)) if job.strength else None
-    steps = max(1, round((req.steps or preset.steps) * req.quality))
-    if strength is not None:
-        # img2img runs int(steps × strength) steps, and crashes below one (field notes §4)
-        steps = max(steps, math.ceil(1 / strength))
-    stop = req.stop if job.kind is JobKind.IMAGINE else 100
-    stop_at = max(1, math.ceil(steps * stop / 100))
-    # Only Euler takes a truncated schedule ending in a jump to the clean image (see _stop_sigmas).
-    sampler = "euler" if stop_at < steps else (req.sampler or preset.sampler)
-    guidance = preset.guidance if req.cfg is None else req.cfg
-    return Plan(steps, stop_at, guidance, sampler, size[0], size[1], strength, req.chaos)
 
 
 def free_memory() -> None:
@@ -194,8 +152,7 @@ class Generator:
         if job.kind is JobKind.IMAGINE:
             size = image_size(job.request.aspect, model.preset)
             plan = make_plan(job, model.preset, size)
-            batch = self._batch(model, job, plan, job.seeds, None, progress, cancelled)
-            images = self._generate(batch)
+            images = self._imagine(model, job, plan, progress, cancelled)
         elif job.kind is JobKind.VARY:
             assert job.source is not None
             source = self.store.load(job.source.job_id, job.source.index)
@@ -207,6 +164,21 @@ class Generator:
             upscaled, plan = self._upscale(model, job, progress, cancelled)
             images = [upscaled]
         return self._save(job, model, plan, images, time.monotonic() - started)
+
+    def _imagine(
+        self, model: LoadedModel, job: Job, plan: Plan, progress: ProgressFn, cancelled: CancelFn
+    ) -> list[Image.Image]:
+        hd = plan.hd
+        if hd is None:
+            batch = self._batch(model, job, plan, job.seeds, None, progress, cancelled)
+            return self._generate(batch)
+        # Progress runs once over both passes: the second pass's steps count after the first's.
+        first, total = plan.denoise_steps, plan.total_steps
+        on_first = _span(progress, 0, first, total)
+        batch = self._batch(model, job, plan, job.seeds, None, on_first, cancelled)
+        images = self._generate(batch)
+        on_second = _span(progress, first, hd.denoise_steps, total)
+        return self._hires(replace(batch, plan=hd, progress=on_second), images)
 
     def _batch(
         self,
@@ -309,7 +281,7 @@ class Generator:
                 width=plan.width, height=plan.height, latents=latents.to(pipe.device, pipe.dtype)
             )
             if plan.stop_at < plan.steps:
-                kwargs["sigmas"] = _stop_sigmas(scheduler, plan)
+                kwargs["sigmas"] = stop_sigmas(scheduler, plan)
             else:
                 kwargs["num_inference_steps"] = plan.steps
         else:
@@ -320,7 +292,21 @@ class Generator:
             raise JobCancelledError
         return list(images)
 
-    # 2. upscale: resize 2×, then img2img tile by tile to add detail without a huge UNet input
+    # 2. --hd ("hires fix"): enlarge each image (Lanczos), then redraw it by img2img at
+    # HD_STRENGTH with its own seed and conditioning: more pixels and detail, the same picture
+    def _hires(self, batch: Batch, images: list[Image.Image]) -> list[Image.Image]:
+        plan = batch.plan
+        size = (plan.width, plan.height)
+        enlarged = [image.resize(size, Image.Resampling.LANCZOS) for image in images]
+        try:
+            return self._generate(replace(batch, inits=enlarged))
+        except GenerationError as error:  # out of memory even one at a time
+            raise GenerationError(
+                f"the GPU ran out of memory for the --hd pass at {plan.width}×{plan.height}; "
+                "try without --hd, or a smaller --ar"
+            ) from error
+
+    # 3. upscale: resize 2×, then img2img tile by tile to add detail without a huge UNet input
     def _upscale(
         self, model: LoadedModel, job: Job, progress: ProgressFn, cancelled: CancelFn
     ) -> tuple[Image.Image, Plan]:
@@ -349,19 +335,20 @@ class Generator:
             free_memory()
         return image.resize(size, Image.Resampling.LANCZOS)
 
-    # 3. save every image and the grid with full parameters
+    # 4. save every image and the grid with full parameters
     def _save(
         self, job: Job, model: LoadedModel, plan: Plan, images: list[Image.Image], elapsed: float
     ) -> JobResult:
-        positive, negative = conditioning.plain_texts(job.request, model.preset)
-        width, height = images[0].size
-        steps = plan.denoise_steps
+        request, preset = job.request, model.preset
+        positive, negative = conditioning.plain_texts(request, preset)
+        width, height = images[0].size  # the final size (--hd: the second pass's)
+        steps = plan.total_steps  # both passes with --hd; "hd_steps": those of the second
         base: dict[str, Any] = {
             "job_id": job.id,
             "kind": job.kind.value,
             "prompt": positive,
             "negative_prompt": negative,
-            "raw_prompt": job.request.raw or job.request.prompt,
+            "raw_prompt": request.raw or request.prompt,
             "steps": steps,
             "guidance": plan.guidance,
             "sampler": plan.sampler,
@@ -372,10 +359,17 @@ class Generator:
             "height": height,
             "strength": plan.strength,
             "source": None if job.source is None else f"{job.source.job_id}/{job.source.index}",
-            "chaos": job.request.chaos,
-            "stylize": 0 if job.request.style_raw else job.request.stylize,
-            "weird": job.request.weird,
-            "tile": job.request.tile,
+            "chaos": request.chaos,
+            "stylize": 0 if request.style_raw else request.stylize,
+            "weird": request.weird,
+            "tile": request.tile,
+            "experimental": request.experimental,
+            "draft": request.draft,
+            "hd": plan.hd is not None,  # this image got the --hd pass (an imagine job with --hd)
+            "hd_steps": None if plan.hd is None else plan.hd.denoise_steps,
+            "hd_strength": None if plan.hd is None else plan.hd.strength,
+            "style": conditioning.named_style(request, preset),  # None: no --style NAME here
+            "personal_styles": list(conditioning.personal_texts(request)),
         }
         seeds = job.seeds
         paths = tuple(
@@ -402,70 +396,10 @@ class Generator:
         )
 
 
-def initial_noise(
-    shape: tuple[int, int, int],
-    seeds: Sequence[int],
-    generators: Sequence[torch.Generator],
-    chaos: int,
-) -> torch.Tensor:
-    """Each image's starting noise, drawn exactly as diffusers draws it from a list of generators
-    (so chaos 0 changes nothing), in float32 on the CPU (so it is the same on every device).
+def _span(progress: ProgressFn, offset: int, steps: int, total: int) -> ProgressFn:
+    """The progress of one pass of `steps` steps that runs after `offset` steps of `total`."""
 
-    --chaos mixes in a per-image low-frequency field: the coarse layout and colours of a picture
-    come from the low frequencies of its starting noise, so the four images drift apart in
-    composition. Its own seeded stream (seed ^ salt) keeps each image reproducible alone.
-    """
-    noise = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
-    if chaos == 0:
-        return noise
-    amount = chaos / 100 * CHAOS_LATENT_SCALE
-    fields = [
-        torch.randn(
-            (1, shape[0], 2, 2), generator=torch.Generator("cpu").manual_seed(s ^ _COMPOSITION_SALT)
-        )
-        for s in seeds
-    ]
-    low = torch.nn.functional.interpolate(
-        torch.cat(fields), size=shape[1:], mode="bicubic", align_corners=False
-    )
-    return (noise + amount * low) / math.sqrt(1 + amount**2)
+    def report(step: int, pass_total: int, preview: bytes | None) -> None:
+        progress(offset + step * steps // max(1, pass_total), total, preview)
 
-
-def _stop_sigmas(scheduler: Any, plan: Plan) -> list[float]:
-    """--stop: the first `stop_at` noise levels of the full schedule, then 0, so the last step
-    jumps to the clean image the model predicts: a softer, less finished picture."""
-    scheduler.set_timesteps(plan.steps)
-    sigmas: list[float] = scheduler.sigmas[: plan.stop_at].tolist()
-    return [*sigmas, 0.0]
-
-
-def tile_boxes(size: tuple[int, int], tile: int) -> list[tuple[int, int, int, int]]:
-    """Overlapping tile×tile boxes covering an image (one box per axis when it fits)."""
-
-    def starts(length: int) -> list[int]:
-        if length <= tile:
-            return [0]
-        stride = tile - tile // TILE_OVERLAP
-        positions = list(range(0, length - tile, stride))
-        return [*positions, length - tile]
-
-    width, height = size
-    tw, th = min(tile, width), min(tile, height)
-    return [(x, y, x + tw, y + th) for y in starts(height) for x in starts(width)]
-
-
-def blend_tiles(
-    size: tuple[int, int], boxes: Sequence[tuple[int, int, int, int]], tiles: Sequence[Image.Image]
-) -> Image.Image:
-    """Average overlapping tiles with weights that fall off linearly towards each tile's edge."""
-    width, height = size
-    total = np.zeros((height, width, 3), np.float64)
-    weight = np.zeros((height, width, 1), np.float64)
-    for (x0, y0, x1, y1), tile in zip(boxes, tiles, strict=True):
-        w, h = x1 - x0, y1 - y0
-        ramp_x = np.minimum(np.arange(w) + 1, np.arange(w)[::-1] + 1).astype(np.float64)
-        ramp_y = np.minimum(np.arange(h) + 1, np.arange(h)[::-1] + 1).astype(np.float64)
-        mask = np.minimum.outer(ramp_y, ramp_x)[..., None]
-        total[y0:y1, x0:x1] += np.asarray(tile.convert("RGB"), np.float64) * mask
-        weight[y0:y1, x0:x1] += mask
-    return Image.fromarray(np.clip(total / weight, 0, 255).round().astype(np.uint8))
+    return report

@@ -11,8 +11,9 @@ from tqdm import tqdm
 
 from engine.client import EngineClient
 from engine.config import ConfigError, EngineConfig
-from engine.jobs import JobFailed, Progress, Queued, Started, imagine_job
-from engine.prompt import PromptError, parse_prompts
+from engine.intake import prompt_jobs, read_prompt
+from engine.jobs import JobFailed, Progress, Queued, Started
+from engine.prompt import PromptError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_LOCAL_JOBS = 40
@@ -36,14 +37,8 @@ async def run_local(
     try:
         if model is not None:
             config = config.with_model(model)  # preload the model that will run, not the default
-        requests = parse_prompts(prompt, limit=MAX_LOCAL_JOBS, models=config.presets.keys())
-        jobs = [
-            imagine_job(
-                request, model=config.preset(model or request.model).name, owner="local", repeat=run
-            )
-            for request in requests
-            for run in range(request.repeat)
-        ]
+        reading = read_prompt(prompt, config, limit=MAX_LOCAL_JOBS, model_override=model)
+        jobs = prompt_jobs(reading, "local", MAX_LOCAL_JOBS)
     except PromptError as error:
         print(f"{error.title}: {error.message}", file=err)
         return EXIT_USAGE
@@ -51,6 +46,8 @@ async def run_local(
         print(f"Invalid parameter: {error}", file=err)
         return EXIT_USAGE
 
+    for note in reading.notes:  # what was mapped, rounded or ignored
+        print(f"note: {note}", file=err)
     status = EXIT_OK
     async with EngineClient(config) as engine:
         for number, job in enumerate(jobs):

@@ -3,17 +3,57 @@
 Sizes keep about base_resolution² pixels (what the model was trained on) with both sides multiples
 of 64, the ratio as close to W:H as that allows. SDXL was trained on a fixed list of ~1 MP buckets,
 so for that family we pick from the list (scaled when a preset's base is not 1024).
+
+The rule, for a ratio W:H from 1:MAX_ASPECT to MAX_ASPECT:1 (the parser's range, 1:8 … 8:1):
+
+1. The candidates are the family's list: SDXL's buckets (out to 4:1, 2048×512 at base 1024), or
+   for SD every 64-grid size within ±15% of base² (`_grid_sizes`; for tiny bases it widens, see
+   there). Call the list's most extreme ratio up to MAX_ASPECT:1 its reach R.
+2. Past R the list is extended with the 64-grid sizes whose ratio lies in (R, MAX_ASPECT] and whose
+   pixel count is within ±15% of base² (`_extreme_sizes`). Where that window does not come within
+   RATIO_TOLERANCE (log) of MAX_ASPECT:1 (the grid is too coarse: bases below 512) it widens to
+   ×1.5, ×2, ×4, ×8 pixels (both ways) until it does.
+3. The answer is the candidate with the right orientation whose ratio is closest in log terms;
+   ties go to the pixel count nearest base², then to the larger size.
+
+The extension only holds ratios beyond R, so any ratio up to R gets exactly the size it got
+before the extension existed. R is at least 3:1 on every base from 128 up (4:1 on SDXL at 1024
+and 512, 6:1 on SD at 128), so nothing within 3:1 moved; only SDXL at base 64 has R = 2:1.
+
+Pixel budget: for bases of 512 and up nothing widens, every size stays within ±15% of base²
+(never above base² × 1.15). At base 128 the pixel count grows at most ×2 (8:1 is 512×64 =
+2 × 128²; 7:1 is 448×64, ×1.75; the old grid already allowed ×1.5) and shrinks at most to
+×0.75; bases 192–448 stay within ×0.5 … ×2; base 64 grows up to ×8. Ratios outside 1:8 … 8:1
+(the parser refuses them) get the list's answer, as before (SDXL: its 4:1 bucket).
+
+Measured over every W:H with 1 ≤ W, H ≤ 40 within 1:8 … 8:1 (the tests check these bounds): on
+the full-size presets (bases 512, 768, 1024) |log(size ratio / W:H)| < 0.15 up to 4:1 (worst
+0.143, 13:4 on sdxl-turbo) and < 0.18 from 4:1 to 8:1 (worst 0.170, 16:3 at base 512, between
+4.5:1 and 6.33:1 no size fits ±15%); at base 1024 under 0.08 throughout.
+
+The extremes (landscape; portrait is the mirror):
+
+    preset              4:1           8:1           1:8           8:1 pixels / base²
+    sdxl (1024)         2048×512      3072×384      384×3072      1.125
+    sdxl-turbo (512)    1024×256      1536×192      192×1536      1.125
+    sd at 512           1024×256      1536×192      192×1536      1.125
+    tiny, tiny-xl (128) 256×64        512×64        64×512        2.0
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
 from engine.config import ModelPreset
+from engine.prompt.request import MAX_ASPECT
 
 STEP = 64  # both sides are multiples of this (the VAE needs 8; UNet down-sampling prefers 64)
 AREA_TOLERANCE = 0.15  # ± share of base² pixels; widened only where the 64 grid is too coarse
+# How near (log distance) the extension must come to MAX_ASPECT:1 before its window stops widening.
+RATIO_TOLERANCE = 0.15
+_WIDENING = (1 + AREA_TOLERANCE, 1.5, 2.0, 4.0, 8.0)  # pixel-count factors, tried in turn
 
 # SDXL's training buckets (width, height), landscape and square; portrait ones are these swapped.
 _SDXL_BUCKETS_LANDSCAPE = (
@@ -38,16 +78,24 @@ def supported_aspects() -> tuple[tuple[int, int], ...]:
 
 
 def image_size(aspect: tuple[int, int], preset: ModelPreset) -> tuple[int, int]:
-    """(width, height) for `aspect` (W, H) on `preset`'s model."""
+    """(width, height) for `aspect` (W, H) on `preset`'s model (the rule: the module docstring)."""
     width, height = aspect
     if width <= 0 or height <= 0:
         raise ValueError(f"an aspect ratio needs two positive numbers, got {width}:{height}")
     base = preset.base_resolution
     if base < STEP or base % STEP:
         raise ValueError(f"base_resolution must be a multiple of {STEP}, got {base}")
-    if preset.family == "sdxl":
-        return _closest(aspect, _sdxl_buckets(base), base)
-    return _closest(aspect, _grid_sizes(base), base)
+    in_range = width <= MAX_ASPECT * height and height <= MAX_ASPECT * width
+    return _closest(aspect, _candidates(preset.family, base, in_range), base)
+
+
+@functools.cache
+def _candidates(family: str, base: int, extended: bool) -> tuple[tuple[int, int], ...]:
+    """The family's list, plus the extension out to MAX_ASPECT:1 when `extended`."""
+    sizes = _sdxl_buckets(base) if family == "sdxl" else _grid_sizes(base)
+    if extended:
+        sizes += _extreme_sizes(base, sizes)
+    return tuple(sizes)
 
 
 def _sdxl_buckets(base: int) -> list[tuple[int, int]]:
@@ -76,6 +124,33 @@ def _grid_sizes(base: int) -> list[tuple[int, int]]:
         if len(sizes) >= 5:
             break
     return sizes
+
+
+def _extreme_sizes(base: int, sizes: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The 64-grid sizes that carry `sizes` from their reach out to MAX_ASPECT:1, both orientations.
+
+    The reach is the most extreme landscape ratio in `sizes` up to MAX_ASPECT:1; the sizes added
+    lie strictly beyond it, so nothing the list covers changes. Their pixel count is within ±15%
+    of base², widened (×1.5, ×2, ×4, ×8) until they come within RATIO_TOLERANCE of MAX_ASPECT:1.
+    """
+    reach_w, reach_h = max(
+        ((w, h) for w, h in sizes if h <= w <= MAX_ASPECT * h),
+        key=lambda size: size[0] / size[1],
+        default=(1, 1),
+    )
+    area = base * base
+    landscape: list[tuple[int, int]] = []
+    for factor in _WIDENING:
+        landscape = [
+            (w, h)
+            for h in range(STEP, math.isqrt(int(area * factor)) + 1, STEP)
+            for w in range(h, MAX_ASPECT * h + 1, STEP)
+            if w * reach_h > reach_w * h and area / factor <= w * h <= area * factor
+        ]
+        top = max((w / h for w, h in landscape), default=reach_w / reach_h)
+        if math.log(MAX_ASPECT / top) <= RATIO_TOLERANCE:
+            break
+    return sorted({*landscape, *((h, w) for w, h in landscape)})
 
 
 def _closest(

@@ -67,15 +67,18 @@ def a1111_parameters(meta: Mapping[str, Any]) -> str:
     lines = [str(meta.get("prompt", ""))]
     if meta.get("negative_prompt"):
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
+    hires = meta.get("hd_steps")  # --hd: A1111 counts the second ("hires") pass on its own
+    steps = meta.get("steps")
     fields = {
-        "Steps": meta.get("steps"),
+        "Steps": steps - hires if isinstance(steps, int) and isinstance(hires, int) else steps,
         "Sampler": meta.get("sampler"),
         "CFG scale": meta.get("guidance"),
         "Seed": meta.get("seed"),
         "Size": f"{meta.get('width')}x{meta.get('height')}",
         "Model": meta.get("model"),
         "Model hash": meta.get("model_revision"),
-        "Denoising strength": meta.get("strength"),
+        "Denoising strength": meta.get("strength") or meta.get("hd_strength"),
+        "Hires steps": hires,
     }
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v is not None))
     return "\n".join(lines)

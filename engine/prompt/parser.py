@@ -1,7 +1,10 @@
 """Parse one /imagine prompt into an ImagineRequest, the way Midjourney reads it.
 
 A prompt is image URLs, then text, then parameters: `https://a.png a cat::2 dog --ar 16:9 --no hat`.
-Pure Python: the Discord front-end validates prompts before anything heavy is imported.
+Every problem in a prompt is found and reported at once (one PromptError listing them all);
+what was rounded or ignored lands in the request's `notes`. Which parameters exist and how
+their values read is in engine/prompt/flags.py. Pure Python: the Discord front-end validates
+prompts before anything heavy is imported.
 """
 
 from __future__ import annotations
@@ -9,11 +12,20 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any
-from urllib.parse import urlsplit
 
+from engine.prompt.flags import (
+    DECIMAL,
+    FLAGS,
+    GLUED,
+    VERSION_ACCEPTS,
+    Flag,
+    Noted,
+    flag_error,
+    is_image_url,
+    video_note,
+)
 from engine.prompt.permutations import (
     DEFAULT_LIMIT,
     escape,
@@ -21,150 +33,25 @@ from engine.prompt.permutations import (
     has_sets,
 )
 from engine.prompt.request import (
-    QUALITY_VALUES,
-    SAMPLERS,
-    SEED_MAX,
     ImagineRequest,
     PromptError,
     PromptPart,
+    normalize_version,
 )
 
-MAX_PROMPT_CHARS = 6000
+__all__ = ["FLAGS", "MAX_PROMPT_CHARS", "parse_prompt", "parse_prompts", "suggest_flag"]
 
-# Digit runs are capped: int() refuses strings past 4300 digits with a plain ValueError.
-_INT = re.compile(r"-?0*[0-9]{1,30}")
-_DECIMAL = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # 2, -0.5, .5, 1. (no exponents, nan or inf)
-_NUMBER = re.compile(_DECIMAL)
-_ASPECT = re.compile(r"0*([0-9]{1,30}):0*([0-9]{1,30})")
-_NAME = re.compile(r"[a-z0-9._-]+")
+MAX_PROMPT_CHARS = 6000
 # `::` ends a part; a number right after it (up to whitespace, the end or the next `::`) weighs
 # the part before it.
-_WEIGHT_SPLIT = re.compile(rf"::({_DECIMAL}(?=\s|$|::))?")
+_WEIGHT_SPLIT = re.compile(rf"::({DECIMAL}(?=\s|$|::))?")
+# Short aliases (--w, --c, --sw…) are never suggested for a typo: one letter off a two-letter
+# name is another parameter, not a misspelling (`--cw` is not `--w`).
+_SUGGESTIBLE = [name for name in FLAGS if len(name) >= 3]
+_KNOWN_EXAMPLES = "--ar, --seed, --no, --chaos, --stylize, --v, --steps"
 
 
-# A value parser turns the flag's value into the field's value, or raises ValueError.
-ValueParser = Callable[[str], Any]
-
-
-@dataclass(frozen=True)
-class _Flag:
-    field: str  # the ImagineRequest field it sets; flags sharing a field conflict
-    arity: str  # "none" (a switch), "one" (one word), "optional" (zero or one), "text" (the rest)
-    parse: ValueParser
-    accepts: str = ""  # for messages: "--chaos must be {accepts}, got …"
-
-
-def _whole_flag(field: str, low: int, high: int) -> _Flag:
-    def parse(value: str) -> int:
-        if not _INT.fullmatch(value) or not low <= int(value) <= high:
-            raise ValueError(value)
-        return int(value)
-
-    return _Flag(field, "one", parse, f"a whole number from {low} to {high}")
-
-
-def _number_flag(field: str, low: float, high: float) -> _Flag:
-    def parse(value: str) -> float:
-        if not _NUMBER.fullmatch(value) or not low <= float(value) <= high:
-            raise ValueError(value)
-        return float(value)
-
-    return _Flag(field, "one", parse, f"a number from {low:g} to {high:g}")
-
-
-def _switch(field: str, result: object) -> _Flag:
-    return _Flag(field, "none", lambda value: result)
-
-
-def _negative(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
-def _aspect(value: str) -> tuple[int, int]:
-    match = _ASPECT.fullmatch(value)
-    if not match:
-        raise ValueError(value)
-    width, height = int(match[1]), int(match[2])
-    # Compared in integers: no float rounding at the 1:3 and 3:1 edges.
-    if width < 1 or height < 1 or width > 3 * height or height > 3 * width:
-        raise ValueError(value)
-    divisor = math.gcd(width, height)
-    return width // divisor, height // divisor
-
-
-def _quality(value: str) -> float:
-    if not _NUMBER.fullmatch(value) or float(value) not in QUALITY_VALUES:
-        raise ValueError(value)
-    return float(value)
-
-
-def _model_name(value: str) -> str:
-    if not _NAME.fullmatch(value.lower()):
-        raise ValueError(value)
-    return value.lower()
-
-
-def _niji(value: str) -> str:
-    if value:  # `--niji 6`: a version of niji; one niji model here, so it only has to look right
-        _model_name(value)
-    return "niji"
-
-
-def _style(value: str) -> bool:
-    if value.lower() != "raw":
-        raise ValueError(value)
-    return True
-
-
-def _sampler(value: str) -> str:
-    # `DPM++ 2M` is spelled `dpm++_2m`, `dpm++-2m` or `dpmpp_2m` in the wild.
-    name = value.lower().replace("++", "pp").replace("-", "_")
-    if name not in SAMPLERS:
-        raise ValueError(value)
-    return name
-
-
-_MODEL_NAME = "a model name (letters, digits, `.`, `-`, `_`)"
-_ASPECT_FLAG = _Flag("aspect", "one", _aspect, "W:H in whole numbers from 1:3 to 3:1 (like 16:9)")
-_CHAOS = _whole_flag("chaos", 0, 100)
-_STYLIZE = _whole_flag("stylize", 0, 1000)
-_QUALITY = _Flag("quality", "one", _quality, "one of .25, .5, 1, 2")
-_WEIRD = _whole_flag("weird", 0, 3000)
-_REPEAT = _whole_flag("repeat", 2, 40)
-_VERSION = _Flag("model", "one", _model_name, _MODEL_NAME)
-
-FLAGS: dict[str, _Flag] = {
-    "ar": _ASPECT_FLAG,
-    "aspect": _ASPECT_FLAG,
-    "seed": _whole_flag("seed", 0, SEED_MAX),
-    "no": _Flag("negative", "text", _negative, "words to avoid, separated by commas"),
-    "chaos": _CHAOS,
-    "c": _CHAOS,
-    "stylize": _STYLIZE,
-    "s": _STYLIZE,
-    "quality": _QUALITY,
-    "q": _QUALITY,
-    "stop": _whole_flag("stop", 10, 100),
-    "tile": _switch("tile", True),
-    "weird": _WEIRD,
-    "w": _WEIRD,
-    "repeat": _REPEAT,
-    "r": _REPEAT,
-    "iw": _number_flag("image_weight", 0, 3),
-    "version": _VERSION,
-    "v": _VERSION,
-    "niji": _Flag("model", "optional", _niji, f"a version, if any: {_MODEL_NAME}"),
-    "style": _Flag("style_raw", "one", _style, "raw"),
-    "steps": _whole_flag("steps", 1, 150),
-    "cfg": _number_flag("cfg", 0, 30),
-    "sampler": _Flag("sampler", "one", _sampler, f"one of: {', '.join(SAMPLERS)}"),
-    "fast": _switch("speed", "fast"),
-    "relax": _switch("speed", "relax"),
-    "turbo": _switch("speed", "turbo"),
-}
-
-
-def _flag_name(token: str) -> str | None:
+def flag_name(token: str) -> str | None:
     """The flag name a token starts (lower-cased, maybe empty), or None if it is not a flag.
 
     Phones turn `--` into an em dash, so `—ar` is `--ar`.
@@ -181,83 +68,71 @@ def _flag_name(token: str) -> str | None:
 def suggest_flag(name: str) -> str | None:
     """The known flag closest to `name` (with or without its dashes), as `--flag`; None if none."""
     bare = name.lower().lstrip("-—–")
-    matches = difflib.get_close_matches(bare, FLAGS, n=1, cutoff=0.6)
+    if bare in FLAGS:
+        return f"--{bare}"
+    matches = difflib.get_close_matches(bare, _SUGGESTIBLE, n=1, cutoff=0.6)
     return f"--{matches[0]}" if matches else None
 
 
 def _unknown_flag(flag: str) -> PromptError:
     suggestion = suggest_flag(flag)
-    if suggestion:
-        hint = f"did you mean {suggestion}?"
-    else:
-        hint = "known parameters include --ar, --seed, --no, --chaos, --stylize, --v, --steps"
+    hint = (
+        f"did you mean {suggestion}?"
+        if suggestion
+        else f"known parameters include {_KNOWN_EXAMPLES}"
+    )
     return PromptError(f"unknown parameter {flag}; {hint}", flag=flag)
 
 
-def _split_urls(words: list[str]) -> tuple[tuple[str, ...], list[str]]:
+class _Reading:
+    """What parsing one prompt found so far: problems and notes, in prompt order."""
+
+    def __init__(self) -> None:
+        self.problems: list[PromptError] = []
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+def _split_urls(words: list[str], reading: _Reading) -> tuple[tuple[str, ...], list[str]]:
     """Leading image URLs, validated, and the words after them."""
     urls: list[str] = []
+    count = 0
     for word in words:
         if "://" not in word:
             break
-        urls.append(_image_url(word))
-    return tuple(urls), words[len(urls) :]
-
-
-def _image_url(word: str) -> str:
-    url = word.removeprefix("<").removesuffix(">")  # Discord's `<url>` hides the embed
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. a broken IPv6 host: `http://[::1`
-        valid = False
-    if not valid:
-        raise PromptError(f"{word} is not a valid image URL (http:// or https://)")
-    return url
+        count += 1
+        url = word.removeprefix("<").removesuffix(">")  # Discord's `<url>` hides the embed
+        if is_image_url(url):
+            urls.append(url)
+        else:
+            reading.problems.append(
+                PromptError(f"{word} is not a valid image URL (http:// or https://)")
+            )
+    return tuple(urls), words[count:]
 
 
 def _group_flags(words: list[str]) -> list[tuple[str, list[str]]]:
-    """[(flag as `--name`, its value words)] for the parameter words, which start with a flag."""
+    """[(flag as `--name`, its value words)] for the parameter words, which start with a flag.
+    A version glued to its flag (`--v6.1`, `--niji6`) is read as `--v 6.1`."""
     groups: list[tuple[str, list[str]]] = []
     for word in words:
-        name = _flag_name(word)
+        name = flag_name(word)
         if name is None:
             groups[-1][1].append(word)
+        elif name not in FLAGS and (glued := GLUED.fullmatch(name)):
+            groups.append((f"--{glued[1]}", [glued[2]]))
         else:
             groups.append((f"--{name}", []))
     return groups
 
 
-def _parse_flags(words: list[str], models: Collection[str] | None) -> dict[str, Any]:
-    """ImagineRequest field values for the parameter words; PromptError names the flag."""
-    fields: dict[str, Any] = {}
-    set_by: dict[str, str] = {}
-    for flag, values in _group_flags(words):
-        if flag == "--":
-            raise PromptError("a parameter name is missing after --", flag=flag)
-        spec = FLAGS.get(flag[2:])
-        if spec is None:
-            raise _unknown_flag(flag)
-        if spec.field in set_by:
-            raise _given_twice(set_by[spec.field], flag)
-        set_by[spec.field] = flag
-        _check_arity(flag, spec, values)
-        fields[spec.field] = _parse_value(flag, spec, " ".join(values))
-        if spec.field == "model" and models is not None:
-            _check_model(flag, fields["model"], models)
-    return fields
-
-
-def _given_twice(first: str, second: str) -> PromptError:
-    if first == second:
-        return PromptError(f"{second} is given more than once", flag=second)
-    return PromptError(f"{first} and {second} cannot be used together", flag=second)
-
-
-def _check_arity(flag: str, spec: _Flag, values: list[str]) -> None:
+def _check_arity(flag: str, spec: Flag, values: list[str]) -> None:
     if spec.arity == "none" and values:
         raise PromptError(f"{flag} takes no value, got {' '.join(values)}", flag=flag)
-    if spec.arity in ("one", "text") and not values:
+    if spec.arity in ("one", "text", "many") and not values:
         raise PromptError(f"{flag} needs a value: {spec.accepts}", flag=flag)
     if spec.arity in ("one", "optional") and len(values) > 1:
         raise PromptError(
@@ -267,22 +142,93 @@ def _check_arity(flag: str, spec: _Flag, values: list[str]) -> None:
         )
 
 
-def _parse_value(flag: str, spec: _Flag, value: str) -> Any:
-    try:
-        return spec.parse(value)
-    except ValueError:
-        raise PromptError(f"{flag} must be {spec.accepts}, got {value}", flag=flag) from None
+def _given_twice(first: str, second: str) -> PromptError:
+    if first == second:
+        return PromptError(f"{second} is given more than once", flag=second)
+    return PromptError(f"{first} and {second} cannot be used together", flag=second)
 
 
-def _check_model(flag: str, model: str, models: Collection[str]) -> None:
-    known = sorted(name.lower() for name in models)
-    if model not in known:
-        raise PromptError(
-            f"{flag} must be one of: {', '.join(known)}; got {model}"
-            if flag != "--niji"
-            else f"--niji is not available here; the models are: {', '.join(known)}",
-            flag=flag,
-        )
+def _parse_flags(
+    words: list[str], models: Collection[str] | None, reading: _Reading
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(ImagineRequest field values, which flag set each field) for the parameter words; each
+    problem is recorded and the next flag read on."""
+    fields: dict[str, Any] = {}
+    set_by: dict[str, str] = {}
+    for flag, values in _group_flags(words):
+        try:
+            if flag == "--":
+                raise PromptError("a parameter name is missing after --", flag=flag)
+            spec = FLAGS.get(flag[2:])
+            if spec is None:
+                raise _unknown_flag(flag)
+            if spec.field in set_by:
+                raise _given_twice(set_by[spec.field], flag)
+            _check_arity(flag, spec, values)
+            value = " ".join(values)
+            try:
+                parsed = spec.parse(value)
+            except ValueError:
+                raise flag_error(flag, spec, value) from None
+            if isinstance(parsed, Noted):
+                reading.note(parsed.note)
+                parsed = parsed.value
+            set_by[spec.field] = flag
+            if spec.field == "model":
+                fields.update(_model_or_version(flag, parsed, models, reading))
+            elif not spec.ignored and parsed is not None:
+                fields[spec.field] = parsed
+        except PromptError as problem:
+            reading.problems.append(problem)
+    return fields, set_by
+
+
+def _model_or_version(
+    flag: str, value: str, models: Collection[str] | None, reading: _Reading
+) -> dict[str, str]:
+    """`--v NAME` picks a preset; `--v 6.1` a Midjourney version (mapped to a preset by the
+    server's [versions] table); `--niji [N]` the niji preset. A preset name wins over a version
+    it looks like."""
+    known = None if models is None else sorted(name.lower() for name in models)
+    if flag == "--niji":
+        version = value.removeprefix("niji").strip()
+        if version and normalize_version(version) is None:
+            raise PromptError(f"--niji takes a niji version (like 6), got {version}", flag=flag)
+        if known is not None and "niji" not in known:
+            raise PromptError(
+                f"--niji is not available here; the models are: {', '.join(known)}", flag=flag
+            )
+        if version:
+            reading.note(f"this server has one niji model: `--niji {version}` ran on **niji**")
+        return {"model": "niji"}
+    if known is not None and value in known:
+        return {"model": value}
+    mj_version = normalize_version(value)
+    if mj_version is not None:
+        return {"version": mj_version}
+    if known is None and not re.fullmatch(r"[0-9.]+", value):
+        return {"model": value}
+    presets = f" ({', '.join(known)})" if known else ""
+    raise PromptError(f"{flag} must be {VERSION_ACCEPTS}{presets}, got {value}", flag=flag)
+
+
+def _reference_notes(fields: dict[str, Any], set_by: dict[str, str], reading: _Reading) -> None:
+    """References are parsed and kept but not used yet: say so, and what their weights weigh."""
+    weighs = {
+        "style_ref_weight": ("style_refs", "a style reference (`--sref`)"),
+        "style_ref_version": ("style_refs", "a style reference (`--sref`)"),
+        "object_ref_weight": ("object_refs", "an object reference (`--oref`)"),
+        "character_weight": ("object_refs", "a character reference (`--cref`)"),
+    }
+    for refs in ("style_refs", "object_refs"):
+        weights = [set_by[w] for w, (of, _) in weighs.items() if of == refs and w in set_by]
+        if refs in fields:
+            ignored = ", ".join(f"`{flag}`" for flag in (set_by[refs], *weights))
+            reading.note(f"image references are not available here yet: {ignored} ignored")
+    for weight, (refs, what) in weighs.items():
+        if weight in set_by and refs not in fields:
+            flag = set_by[weight]
+            reading.note(f"`{flag}` weighs {what}, and this prompt has none: it was ignored")
 
 
 def _parse_parts(text: str) -> tuple[PromptPart, ...]:
@@ -314,20 +260,47 @@ def _check_length(text: str) -> None:
 
 def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> ImagineRequest:
     """Parse one prompt whose permutations are already expanded (braces are literal here)."""
+    reading = _Reading()
     # 1. split: image URLs, then text, then parameters from the first word that is a flag
-    words = text.split()
-    image_urls, rest = _split_urls(words)
-    first_flag = next((i for i, word in enumerate(rest) if _flag_name(word) is not None), None)
+    image_urls, rest = _split_urls(text.split(), reading)
+    first_flag = next((i for i, word in enumerate(rest) if flag_name(word) is not None), None)
     cut = len(rest) if first_flag is None else first_flag
     prompt = " ".join(rest[:cut])
-    # 2. parameters, then the multi-prompt text
-    fields = _parse_flags(rest[cut:], models)
-    parts = _parse_parts(prompt)
-    if not parts and image_urls:  # image prompts are parsed but not used for generation yet
-        raise PromptError("image prompts are not supported yet: add text that describes the image")
-    if not parts:
-        raise PromptError("the prompt is empty")
-    return ImagineRequest(prompt=prompt, parts=parts, image_urls=image_urls, raw=raw, **fields)
+    # 2. parameters, then the multi-prompt text; every problem is collected
+    fields, set_by = _parse_flags(rest[cut:], models, reading)
+    parts: tuple[PromptPart, ...] = ()
+    try:
+        parts = _parse_parts(prompt)
+    except PromptError as problem:
+        reading.problems.append(problem)
+    if not parts and not any(p.message.startswith("the weights") for p in reading.problems):
+        reading.problems.append(
+            PromptError("image prompts are not supported yet: add text that describes the image")
+            if image_urls
+            else PromptError("the prompt is empty")
+        )
+    if reading.problems:
+        raise PromptError.combined(reading.problems)
+    # 3. what has nothing to act on here yet, in words
+    if fields.get("style") == "raw":  # --style raw is --raw; other styles are named ones
+        del fields["style"]
+        fields["style_raw"] = True
+    if image_urls:
+        reading.note("image prompts are not used on this server yet: the image links were ignored")
+    elif "image_weight" in set_by:
+        reading.note(f"`{set_by['image_weight']}` weighs image prompts, and this prompt has none")
+    _reference_notes(fields, set_by, reading)
+    video = [flag for field, flag in set_by.items() if field.startswith("_video_")]
+    if video:
+        reading.note(video_note(video))
+    return ImagineRequest(
+        prompt=prompt,
+        parts=parts,
+        image_urls=image_urls,
+        raw=raw,
+        notes=tuple(reading.notes),
+        **fields,
+    )
 
 
 def parse_prompt(text: str, *, models: Collection[str] | None = None) -> ImagineRequest:

@@ -5,11 +5,16 @@ Pure Python (no torch): the Discord front-end imports this.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # Ranges shared by the parser, the engine and the README.
 SEED_MAX = 4_294_967_295
-QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0)
+QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0, 4.0)  # Midjourney's old list (.25 … 2) and V7's (1, 2, 4)
+MAX_STEPS = 150  # the most denoising steps one pass runs, --steps × --q included
+MAX_ASPECT = 8  # --ar from 1:8 to 8:1
+VERSION_MIN, VERSION_MAX = 1.0, 8.1  # Midjourney's model versions (--v 1 … --v 8.1)
+NAMED_STYLES = ("cute", "expressive", "scenic", "original")  # niji's --style values
 SAMPLERS = (
     "euler",
     "euler_a",
@@ -24,6 +29,19 @@ SAMPLERS = (
 )
 SPEEDS = ("fast", "relax", "turbo")
 
+_VERSION = re.compile(r"0*([0-9]{1,3})(?:\.([0-9]{1,3}))?")
+
+
+def normalize_version(text: str) -> str | None:
+    """A Midjourney version as `--v` and `[versions]` spell it ("6.1", "7", "5.2"), or None when
+    `text` is not one. "7.0" and "07" are "7"."""
+    match = _VERSION.fullmatch(text.strip())
+    if not match:
+        return None
+    whole, fraction = match[1], (match[2] or "").rstrip("0")
+    version = f"{int(whole)}.{fraction}" if fraction else str(int(whole))
+    return version if VERSION_MIN <= float(version) <= VERSION_MAX else None
+
 
 class PromptError(ValueError):
     """An invalid prompt. `message` is safe to show a user as it is.
@@ -37,6 +55,21 @@ class PromptError(ValueError):
         self.message = message
         self.flag = flag
         self.title = title or ("Invalid parameter" if flag else "Invalid prompt")
+        self.problems: tuple[PromptError, ...] = (self,)  # every problem found, in prompt order
+
+    @classmethod
+    def combined(cls, problems: list[PromptError]) -> PromptError:
+        """One error that reports every problem of a prompt at once, one line each."""
+        if len(problems) == 1:
+            return problems[0]
+        titles = {p.title for p in problems}
+        error = cls(
+            "\n".join(f"• {p.message}" for p in problems),
+            flag=problems[0].flag,
+            title=titles.pop() if len(titles) == 1 else "Invalid prompt",
+        )
+        error.problems = tuple(problems)
+        return error
 
 
 @dataclass(frozen=True)
@@ -69,12 +102,28 @@ class ImagineRequest:
     repeat: int = 1
     image_weight: float = 1.0  # --iw
     model: str | None = None  # --v / --version NAME; --niji gives "niji"
-    style_raw: bool = False
+    version: str | None = None  # --v 6.1: a Midjourney version, mapped to a preset by config
+    style_raw: bool = False  # --style raw / --raw
+    style: str | None = None  # --style cute…: a named style of the preset (NAMED_STYLES)
+    experimental: int = 0  # --exp 0–100
+    draft: bool = False  # --draft
+    hd: bool = False  # --hd
+    personalize: tuple[str, ...] | None = None  # --p codes; () is your own profile; None: no --p
+    personal_styles: tuple[str, ...] = ()  # the profile texts --p stands for (filled at intake)
+    # References (--sref, --oref / --cref) and their weights: parsed and kept, not used yet.
+    style_refs: tuple[str, ...] = ()
+    style_ref_weight: int = 100  # --sw
+    style_ref_version: int | None = None  # --sv
+    object_refs: tuple[str, ...] = ()
+    object_ref_weight: int = 100  # --ow
+    character_weight: int | None = None  # --cw
     steps: int | None = None
     cfg: float | None = None
     sampler: str | None = None
     speed: str | None = None  # --fast / --relax / --turbo: accepted, no effect on one GPU
     raw: str = field(default="", compare=False)  # the full prompt text, parameters included
+    # What was mapped, rounded or ignored, in words for the user (`--q 3` ran as `--q 4`, …).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def positive_parts(self) -> tuple[PromptPart, ...]:

@@ -61,7 +61,7 @@ def test_example_file_documents_every_key() -> None:
         "storage": ["path"],
         "models.dreamshaper": [
             "source", "family", "base_resolution", "steps", "guidance", "sampler", "revision",
-            "variant", "vae", "preview", "style",
+            "variant", "vae", "preview", "style", "styles", "draft",
         ],
         "discord": list(DiscordConfig.__dataclass_fields__),
         "limits": list(LimitsConfig.__dataclass_fields__),
@@ -78,10 +78,12 @@ def test_example_file_documents_every_key() -> None:
 
 def test_example_files_commented_examples_are_valid(tmp_path: Path) -> None:
     # Uncomment every "# key = value" and "# [table]" line: the result must load too.
-    text = re.sub(r"^# (?=\[|[a-z_]+ = )", "", EXAMPLE.read_text(), flags=re.MULTILINE)
+    text = re.sub(r'^# (?=\[|[a-z_]+ = |"[0-9.]+" = )', "", EXAMPLE.read_text(), flags=re.MULTILINE)
     config = load_config(write(tmp_path, text), env={})
     custom = config.engine.preset("dreamshaper")
     assert (custom.family, custom.revision, custom.style) == ("sd", "main", "highly detailed")
+    assert custom.draft == "sdxl-turbo" and custom.style_text("cute") == "cute, chibi"
+    assert config.engine.versions == {"6.1": "sdxl", "7": "sdxl", "5.2": "sdxl-turbo"}
     assert config.engine.preset("sdxl").steps == 25
     assert config.engine.preset("sdxl").family == "sdxl"  # unchanged fields stay
     assert config.engine.cache_dir == tmp_path / "models"
@@ -192,12 +194,40 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[moderation]\nbanned_patterns = ['ok', '(']\n", r"moderation\.banned_patterns\[1\]"),
         ("[moderation]\nbanned_patterns = [3]\n", r"moderation\.banned_patterns\[0\]"),
         ("[engine]\nmodel = 'nope'\n", r"engine\.model"),
+        ("versions = 3\n", r"\[versions\] must be a table"),
+        ("[versions]\n'latest' = 'sdxl'\n", r"versions\.latest is not a Midjourney version"),
+        ("[versions]\n'9' = 'sdxl'\n", r"versions\.9 is not a Midjourney version"),
+        ("[versions]\n'6.1' = 'nope'\n", r"versions\.6\.1 must name a preset"),
+        (
+            "[models.sdxl]\ndraft = 'nope'\n",
+            r"models\.sdxl\.draft is 'nope', which is not a preset",
+        ),
+        (
+            "[models.niji]\nstyles = { kawaii = 'x' }\n",
+            r"models\.niji\.styles\.kawaii is not a style",
+        ),
+        ("[models.niji]\nstyles = { cute = '' }\n", r"models\.niji\.styles\.cute must be a non"),
+        ("[models.niji]\nstyles = 'cute'\n", r"models\.niji\.styles must be dict"),
         ("[engine]\nmodle = 'sdxl'\n", r"unknown key engine\.modle"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text), env={})
+
+
+def test_versions_map_midjourney_versions_to_presets(tmp_path: Path) -> None:
+    text = "[versions]\n'6.1' = 'SDXL'\n'07' = 'niji'\n'5.20' = 'sdxl-turbo'\n"
+    versions = load_config(write(tmp_path, text), env={}).engine.versions
+    assert versions == {"6.1": "sdxl", "7": "niji", "5.2": "sdxl-turbo"}
+
+
+def test_niji_has_the_four_named_styles_and_other_presets_none() -> None:
+    engine = parse_engine_config({})
+    assert sorted(name for name, _ in engine.preset("niji").styles) == [
+        "cute", "expressive", "original", "scenic"
+    ]  # fmt: skip
+    assert engine.preset("sdxl").styles == () and engine.preset("sdxl").draft is None
 
 
 def test_config_is_frozen() -> None:

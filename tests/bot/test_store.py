@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.store import (
+    MIGRATIONS,
+    PROFILE_CODE_LENGTH,
     SCHEMA_VERSION,
     JobStatus,
     Store,
@@ -41,12 +43,26 @@ FULL_REQUEST = ImagineRequest(
     repeat=3,
     image_weight=1.5,
     model="niji",
+    version="6.1",
     style_raw=True,
+    style="cute",
+    experimental=25,
+    draft=True,
+    hd=True,
+    personalize=("abc1234",),
+    personal_styles=("muted film colours",),
+    style_refs=("https://example.com/s.png::2", "123"),
+    style_ref_weight=300,
+    style_ref_version=4,
+    object_refs=("https://example.com/o.png",),
+    object_ref_weight=250,
+    character_weight=50,
     steps=12,
     cfg=4.5,
     sampler="euler_a",
     speed="relax",
     raw="https://example.com/a.png a red bird::2 sky::-0.5 --ar 16:9 …",
+    notes=("`--v 6.1` is a Midjourney model; here it ran on **niji**",),
 )
 FULL_JOB = Job(
     id="f" * 32,
@@ -70,7 +86,12 @@ FULL_RESULT = JobResult(
     elapsed_s=3.25,
 )
 FULL_SETTINGS = UserSettings(
-    model="niji", stylize=250, variation=Strength.SUBTLE, remix=True, suffix="--ar 3:2"
+    model="niji",
+    stylize=250,
+    variation=Strength.SUBTLE,
+    remix=True,
+    suffix="--ar 3:2",
+    options=(("mine", "--s 250"), ("wide", "--ar 21:9")),
 )
 
 
@@ -88,7 +109,8 @@ def test_test_values_set_every_field() -> None:
 def test_request_round_trip_keeps_every_field() -> None:
     back = request_from_dict(request_to_dict(FULL_REQUEST))
     assert back == FULL_REQUEST
-    assert back.raw == FULL_REQUEST.raw  # raw is left out of ==
+    assert back.raw == FULL_REQUEST.raw  # raw and notes are left out of ==
+    assert back.notes == FULL_REQUEST.notes
     assert isinstance(back.aspect, tuple) and isinstance(back.parts[0], PromptPart)
 
 
@@ -125,6 +147,13 @@ def test_settings_round_trip() -> None:
 
 def test_settings_saved_by_an_older_version_load_with_defaults() -> None:
     assert settings_from_json('{"remix": true}') == UserSettings(remix=True)
+
+
+def test_a_request_saved_before_the_new_parameters_loads_with_their_defaults() -> None:
+    saved = request_to_dict(ImagineRequest(prompt="cat", parts=(PromptPart("cat"),)))
+    for key in ("version", "style", "experimental", "draft", "hd", "personalize", "notes"):
+        del saved[key]
+    assert request_from_dict(saved) == ImagineRequest(prompt="cat", parts=(PromptPart("cat"),))
 
 
 @pytest.fixture
@@ -288,3 +317,37 @@ def test_safe_to_use_from_threads(store: Store) -> None:
     for t in threads:
         t.join()
     assert all(len(store.user_jobs(str(n), limit=100)) == 20 for n in range(4))
+
+
+def test_a_profile_gets_a_code_that_finds_it_and_keeps_it_when_changed(store: Store) -> None:
+    assert store.get_profile("1") is None
+    first = store.save_profile("1", "muted film colours")
+    assert len(first.code) == PROFILE_CODE_LENGTH and first.code.isalnum()
+    assert store.profile_style(first.code) == "muted film colours"
+    assert store.profile_style(first.code.upper()) == "muted film colours"  # codes any case
+
+    changed = store.save_profile("1", "neon noir")
+
+    assert changed.code == first.code and store.get_profile("1") == changed
+    assert store.profile_style(first.code) == "neon noir"
+    other = store.save_profile("2", "pastel")
+    assert other.code != first.code
+    assert store.delete_profile("1") and not store.delete_profile("1")
+    assert store.profile_style(first.code) is None and store.get_profile("2") == other
+
+
+def test_a_database_of_the_first_schema_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        store.add_job(new_job())
+        assert store.save_profile("1", "x").style == "x"
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (
+        SCHEMA_VERSION,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from engine import plan as plan_module
 from engine.config import EngineConfig
-from engine.generate import (
-    GenerationError,
-    Generator,
-    JobCancelledError,
-    blend_tiles,
-    seamless,
-    tile_boxes,
-)
-from engine.jobs import JobKind, Strength, imagine_job, upscale_job, vary_job
+from engine.generate import Batch, GenerationError, Generator, JobCancelledError, seamless
+from engine.jobs import JobKind, JobResult, Strength, imagine_job, upscale_job, vary_job
 from engine.prompt import parse_prompt
 from engine.resolution import image_size, supported_aspects
 from engine.storage import read_metadata
+from engine.tiles import blend_tiles, tile_boxes
 from tests.engine.conftest import FAMILIES, Recorder, imagine, run
 
 
@@ -232,6 +228,13 @@ def test_png_metadata_has_every_parameter(generator: Generator) -> None:
     assert (meta["width"], meta["height"]) == (result.width, result.height)
     assert meta["model"] == "tiny" and meta["model_revision"]
     assert meta["job_id"] == result.job_id and meta["sampler"] and meta["guidance"] == 5.0
+    assert (meta["experimental"], meta["draft"], meta["hd"], meta["hd_steps"]) == (
+        0,
+        False,
+        False,
+        None,
+    )
+    assert (meta["style"], meta["personal_styles"]) == (None, [])
     with Image.open(result.images[1]) as image:
         parameters = image.info["parameters"]
     assert "Seed: 78" in parameters and "Negative prompt: snow" in parameters
@@ -461,7 +464,8 @@ def test_an_upscaler_that_cannot_load_falls_back_to_lanczos(
 
 
 def test_stop_keeps_the_first_noise_levels_of_the_full_schedule_then_jumps_to_zero() -> None:
-    from engine.generate import Plan, _stop_sigmas
+    from engine.noise import stop_sigmas
+    from engine.plan import Plan
     from engine.samplers import make_scheduler
 
     config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -471,7 +475,7 @@ def test_stop_keeps_the_first_noise_levels_of_the_full_schedule_then_jumps_to_ze
         steps=20, stop_at=6, guidance=5, sampler="euler", width=64, height=64, strength=None
     )
 
-    sigmas = _stop_sigmas(make_scheduler("euler", config), plan)
+    sigmas = stop_sigmas(make_scheduler("euler", config), plan)
 
     assert sigmas == [*full.sigmas[:6].tolist(), 0.0]
 
@@ -562,3 +566,287 @@ def test_pooled_embedding_is_the_weighted_mean_of_the_parts() -> None:
     assert torch.allclose(out.pooled, torch.full((1, 4), (1.0 + 0.5 * 3.0) / 1.5))
     assert out.embeds.shape == (1, 154, 4)
     assert torch.allclose(out.embeds[:, 77:], torch.full((1, 77, 4), 1.5))  # empty + 0.5 × style
+
+
+def imagine_with(
+    generator: Generator, prompt: str, model: str = "tiny", **changes: object
+) -> JobResult:
+    """An imagine job whose request has `changes` (fields the parser may not fill yet)."""
+    request = replace(parse_prompt(prompt), **changes)  # type: ignore[arg-type]
+    return run(generator, imagine_job(request, model=model))
+
+
+def with_preset(engine_config: EngineConfig, **changes: object) -> Generator:
+    """A generator whose "tiny" preset has `changes` (same model)."""
+    preset = replace(engine_config.preset("tiny"), **changes)  # type: ignore[arg-type]
+    return Generator(replace(engine_config, presets={**engine_config.presets, "tiny": preset}))
+
+
+# --exp
+def test_exp_moves_the_grid_further_as_it_grows(generator: Generator) -> None:
+    plain = imagine(generator, "a red fox --seed 5")
+    distances = [
+        distance(imagine_with(generator, "a red fox --seed 5", experimental=e).grid, plain.grid)
+        for e in (25, 100)
+    ]
+
+    assert 0 < distances[0] < distances[1]
+
+
+def test_exp_raises_the_recorded_guidance_unless_cfg_is_given(generator: Generator) -> None:
+    raised = imagine_with(generator, "a red fox --seed 5", experimental=100)
+    given = imagine_with(generator, "a red fox --seed 5 --cfg 4", experimental=100)
+
+    assert read_metadata(raised.images[0])["guidance"] == 7.5  # tiny: 5 × 1.5
+    assert read_metadata(given.images[0])["guidance"] == 4.0
+    assert read_metadata(given.images[0])["experimental"] == 100
+
+
+def test_exp_strengthens_the_house_style_even_at_stylize_zero_but_not_with_raw(
+    generator: Generator,
+) -> None:
+    def grid(prompt: str, exp: int) -> Path | None:  # --cfg fixed: only the style part moves
+        return imagine_with(
+            generator, f"a red fox --seed 5 --cfg 5 {prompt}", experimental=exp
+        ).grid
+
+    assert distance(grid("", 100), grid("", 0)) > 0
+    assert distance(grid("--s 0", 100), grid("--s 0", 0)) > 0
+    assert np.array_equal(pixels(grid("--style raw", 100)), pixels(grid("--style raw", 0)))
+
+
+def test_style_weight_with_exp_and_its_cap() -> None:
+    from engine.conditioning import style_weight
+
+    def weight(stylize: int, exp: int, raw: bool = False) -> float:
+        request = replace(parse_prompt("a fox"), stylize=stylize, experimental=exp, style_raw=raw)
+        return style_weight(request)
+
+    assert weight(0, 100) == 0.5
+    assert weight(250, 50) == pytest.approx(0.75)
+    assert weight(1000, 0) == 1.0 and weight(1000, 100) == 1.5  # capped
+    assert weight(0, 0) == 0.0 and weight(1000, 100, raw=True) == 0.0
+
+
+# --draft, --q 4, the step cap
+@pytest.mark.parametrize(
+    ("prompt", "changes", "total"),
+    [
+        ("a fox", {"draft": True}, 2),
+        ("a fox --q 2", {"draft": True}, 4),
+        ("a fox", {"quality": 4.0}, 32),
+        ("a fox --steps 150 --q 2", {}, 150),
+    ],
+    ids=["draft", "draft-q2", "q4", "capped"],
+)
+def test_draft_quality_four_and_the_step_cap_set_the_steps_run(
+    generator: Generator, prompt: str, changes: dict[str, object], total: int
+) -> None:
+    recorder = Recorder()
+    request = replace(parse_prompt(prompt), **changes)  # type: ignore[arg-type]
+    result = generator.run(
+        imagine_job(request, model="tiny"), recorder.progress, recorder.cancelled
+    )
+
+    assert {t for _, t, _ in recorder.steps} == {total}
+    assert result.steps == total == read_metadata(result.images[0])["steps"]
+    assert read_metadata(result.images[0])["draft"] is bool(changes.get("draft"))
+
+
+# --hd
+@pytest.mark.parametrize("model", FAMILIES)
+def test_hd_makes_the_images_one_and_a_half_times_the_size(
+    generator: Generator, model: str
+) -> None:
+    result = imagine_with(generator, "a red fox --seed 5", model, hd=True)
+
+    assert (result.width, result.height) == (192, 192)
+    assert [size_of(p) for p in result.images] == [(192, 192)] * 4
+    assert size_of(result.grid) == (384, 384)
+    assert result.steps == 8 + 3  # int(8 × 0.45) steps in the second pass
+    meta = read_metadata(result.images[0])
+    assert (meta["hd"], meta["hd_steps"], meta["hd_strength"], meta["steps"]) == (True, 3, 0.45, 11)
+    assert (meta["width"], meta["height"]) == (192, 192)
+    with Image.open(result.images[0]) as image:
+        assert "Steps: 8," in image.info["parameters"]
+        assert "Hires steps: 3" in image.info["parameters"]
+
+
+def test_hd_second_pass_starts_from_the_enlarged_first_pass(
+    generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = imagine(generator, "a red fox --seed 5 --chaos 50")
+    batches: list[Batch] = []
+    call = Generator._call
+
+    def spy(self: Generator, batch: Batch, on_step: object) -> list[Image.Image]:
+        batches.append(batch)
+        return call(self, batch, on_step)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Generator, "_call", spy)
+    imagine_with(generator, "a red fox --seed 5 --chaos 50", hd=True)
+
+    first, second = batches
+    assert first.inits is None and second.inits is not None
+    assert [image.size for image in second.inits] == [(192, 192)] * 4
+    shrunk = [
+        np.asarray(i.resize((128, 128), Image.Resampling.LANCZOS), float) for i in second.inits
+    ]
+    for i, image in enumerate(shrunk):  # close to the non-HD image of the same seed, no other
+        gaps = [float(np.abs(image - pixels(p)).mean()) for p in plain.images]
+        assert gaps[i] < min(g for j, g in enumerate(gaps) if j != i) / 5
+    assert tuple(second.seeds) == tuple(first.seeds) == plain.seeds
+    assert torch.equal(second.cond.embeds, first.cond.embeds)  # chaos included
+    assert second.plan.strength == 0.45
+    keep = ("steps", "guidance", "sampler")
+    assert [getattr(second.plan, k) for k in keep] == [getattr(first.plan, k) for k in keep]
+
+
+def test_hd_refines_the_picture_rather_than_redrawing_it(
+    generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny models' random VAE does not give back the picture it encodes, so even a light
+    img2img pass moves far; a pass at HD_STRENGTH must still stay closer than a full redraw."""
+    plain = imagine(generator, "a red fox --seed 5")
+
+    def moved(result: JobResult) -> float:
+        def small(path: Path) -> np.ndarray:
+            return np.asarray(load(path).resize((128, 128), Image.Resampling.LANCZOS), float)
+
+        pairs = zip(result.images, plain.images, strict=True)
+        return float(np.mean([np.abs(small(h) - pixels(p)).mean() for h, p in pairs]))
+
+    refined = imagine_with(generator, "a red fox --seed 5", hd=True)
+    monkeypatch.setattr(plan_module, "HD_STRENGTH", 1.0)
+    redrawn = imagine_with(generator, "a red fox --seed 5", hd=True)
+
+    assert moved(refined) < 0.9 * moved(redrawn)
+    assert read_metadata(plain.images[0])["hd"] is False
+
+
+def test_hd_progress_runs_once_over_both_passes(generator: Generator) -> None:
+    recorder = Recorder()
+    request = replace(parse_prompt("a fox --seed 1"), hd=True)
+
+    generator.run(imagine_job(request, model="tiny"), recorder.progress, recorder.cancelled)
+
+    assert [s for s, _, _ in recorder.steps] == list(range(1, 12))
+    assert {t for _, t, _ in recorder.steps} == {11}
+
+
+def test_hd_job_can_be_cancelled_in_the_second_pass(generator: Generator) -> None:
+    recorder = Recorder(cancel_at=9)  # the first pass ends at step 8
+    job = imagine_job(replace(parse_prompt("a fox"), hd=True), model="tiny")
+
+    with pytest.raises(JobCancelledError):
+        generator.run(job, recorder.progress, recorder.cancelled)
+    assert 9 <= max(s for s, _, _ in recorder.steps) < 11
+    assert not generator.store.grid_path(job.id).exists()
+
+
+def test_hd_second_pass_retries_in_smaller_chunks_when_out_of_memory(
+    generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = imagine_with(generator, "a red fox --seed 31", hd=True)
+    unet = generator.model("tiny").pipe.unet
+    forward = unet.forward
+    batches: list[tuple[int, int]] = []
+
+    def limited(sample: torch.Tensor, *args: object, **kwargs: object) -> object:
+        batches.append((sample.shape[0], sample.shape[-1]))
+        if sample.shape[-1] == 192 // 8 and sample.shape[0] > 2:  # only the --hd pass
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", limited)
+    retried = imagine_with(generator, "a red fox --seed 31", hd=True)
+
+    difference = np.abs(pixels(retried.grid) - pixels(expected.grid))
+    assert difference.max() <= 1 and difference.mean() < 0.01
+    assert (8, 16) in batches and (8, 24) in batches and batches[-1] == (2, 24)
+
+
+def test_hd_second_pass_keeps_tile_padding(
+    generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unet = generator.model("tiny").pipe.unet
+    forward = unet.forward
+    modes: dict[int, set[str]] = {}  # latent width → padding modes seen
+
+    def spy(sample: torch.Tensor, *args: object, **kwargs: object) -> object:
+        modes.setdefault(sample.shape[-1], set()).add(unet.conv_in.padding_mode)
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", spy)
+    imagine_with(generator, "a brick wall --tile --seed 6 --steps 3", hd=True)
+
+    assert modes == {16: {"circular"}, 24: {"circular"}}
+    assert unet.conv_in.padding_mode == "zeros"
+
+
+def test_variation_and_upscale_of_an_hd_image_start_from_its_size(generator: Generator) -> None:
+    source_job = imagine_job(replace(parse_prompt("a red fox --seed 5"), hd=True), model="tiny")
+    run(generator, source_job)
+
+    variation = run(generator, vary_job(source_job, 1, Strength.SUBTLE, owner="u"))
+    upscaled = run(generator, upscale_job(source_job, 1, Strength.SUBTLE, owner="u"))
+
+    assert (variation.width, variation.height) == (192, 192)
+    assert variation.steps == int(8 * 0.5)  # no second pass: the source already has the detail
+    assert (upscaled.width, upscaled.height) == (384, 384)
+
+
+# --style NAME and personalization
+CUTE = "cute, kawaii, adorable, soft pastel colors"
+
+
+def test_named_style_changes_the_image_on_a_preset_that_has_it(
+    engine_config: EngineConfig,
+) -> None:
+    generator = with_preset(engine_config, styles=(("cute", CUTE),))
+    plain = imagine(generator, "a red fox --seed 5")
+    cute = imagine_with(generator, "a red fox --seed 5", style="cute")
+
+    assert distance(plain.grid, cute.grid) > 0
+    meta = read_metadata(cute.images[0])
+    assert meta["style"] == "cute" and CUTE in meta["prompt"]
+
+
+def test_named_style_changes_nothing_on_a_preset_without_it(generator: Generator) -> None:
+    plain = imagine(generator, "a red fox --seed 5")
+    cute = imagine_with(generator, "a red fox --seed 5", style="cute")
+
+    assert np.array_equal(pixels(plain.grid), pixels(cute.grid))
+    assert read_metadata(cute.images[0])["style"] is None
+
+
+def test_personal_styles_change_the_image_and_are_recorded(generator: Generator) -> None:
+    plain = imagine(generator, "a red fox --seed 5")
+    personal = imagine_with(
+        generator, "a red fox --seed 5", personal_styles=("watercolor, muted greens",)
+    )
+
+    assert distance(plain.grid, personal.grid) > 0
+    meta = read_metadata(personal.images[0])
+    assert meta["personal_styles"] == ["watercolor, muted greens"]
+    assert "watercolor, muted greens" in meta["prompt"]
+
+
+def test_style_parts_and_their_weights() -> None:
+    from engine.conditioning import weighed_parts
+
+    preset = replace(EngineConfig().preset("tiny"), styles=(("cute", CUTE),))
+    request = replace(
+        parse_prompt("a fox --s 1000"), style="cute", personal_styles=("ink", " ", "oil")
+    )
+
+    parts, _ = weighed_parts(request, preset)
+    assert parts == [
+        ("a fox", 1.0),
+        (preset.style, 1.0),
+        (CUTE, 0.6),
+        ("ink", 1.0),  # 0.5 + 1000 / 2000; the blank profile is left out
+        ("oil", 1.0),
+    ]
+    raw, _ = weighed_parts(replace(request, style_raw=True, stylize=100), preset)
+    assert raw == [("a fox", 1.0), (CUTE, 0.6), ("ink", 0.55), ("oil", 0.55)]

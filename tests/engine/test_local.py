@@ -72,3 +72,26 @@ def test_a_bad_config_file_names_the_key(
 
     assert main(["local", "a fox", "--config", str(config)]) == 2
     assert "engine.modle" in capsys.readouterr().err
+
+
+def test_local_runs_a_pasted_gallery_prompt_and_says_what_it_changed(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    config.write_text(config.read_text() + '[versions]\n"6.1" = "tiny-xl"\n')
+    prompt = (
+        "ethereal forest spirit, volumetric fog —ar 16:9 --v 6.1 --style raw --s 250 --q .5 "
+        "--seed 9 --video"
+    )
+
+    status = main(["local", prompt, "--out", str(tmp_path / "spirit.png"), "--config", str(config)])
+
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "note: `--v 6.1` is a Midjourney model; here it ran on **tiny-xl**" in captured.err
+    assert "note: video is not available on this server: `--video` ignored" in captured.err
+    assert "model tiny-xl" in captured.out
+    meta = read_metadata(tmp_path / "spirit_1.png")
+    assert (meta["model"], meta["seed"], meta["stylize"]) == ("tiny-xl", 9, 0)  # raw: no style
+    with Image.open(tmp_path / "spirit.png") as grid:
+        assert grid.width > grid.height

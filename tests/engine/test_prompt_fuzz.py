@@ -8,6 +8,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.config import EngineConfig
+from engine.intake import Preferences, expand_prompt, read_prompt
 from engine.prompt import (
     SEED_MAX,
     ImagineRequest,
@@ -19,6 +21,7 @@ from engine.prompt import (
 )
 from engine.prompt.parser import FLAGS
 from engine.prompt.permutations import escape
+from engine.prompt.request import MAX_ASPECT
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -44,6 +47,14 @@ PIECES = [
     "raw",
     "dpm++_2m",
     "niji",
+    "6.1",
+    "8.2",
+    "--v6.1",
+    "—niji6",
+    "cute",
+    "random",
+    "https://x.com/a.png::2",
+    "--mine",
     "{",
     "}",
     ",",
@@ -157,13 +168,13 @@ def test_any_out_of_range_seed_is_refused(seed: int) -> None:
 @given(st.integers(min_value=1, max_value=10_000), st.integers(min_value=1, max_value=10_000))
 def test_aspect_ratio_is_reduced_or_refused(width: int, height: int) -> None:
     text = f"a cat --ar {width}:{height}"
-    if width > 3 * height or height > 3 * width:
+    if width > MAX_ASPECT * height or height > MAX_ASPECT * width:
         try:
             parse_prompt(text)
         except PromptError as error:
             assert error.flag == "--ar" and f"{width}:{height}" in error.message
         else:
-            raise AssertionError("accepted a ratio outside 1:3 … 3:1")
+            raise AssertionError("accepted a ratio outside 1:8 … 8:1")
         return
     divisor = math.gcd(width, height)
     assert parse_prompt(text).aspect == (width // divisor, height // divisor)
@@ -197,3 +208,27 @@ def test_multi_prompt_weights_round_trip(parts: list[tuple[str, int]]) -> None:
     assert [(p.text, p.weight) for p in request.parts] == [
         (" ".join(words.split()), float(weight)) for words, weight in parts
     ]
+
+
+CONFIG = EngineConfig(versions={"6.1": "tiny"})
+PREFS = Preferences(
+    suffix="--s 250", options={"mine": "soft light --ar 3:2", "bad": "--chaos 900"}, profile="x"
+)
+
+
+@FAST
+@given(prompts, st.booleans())
+def test_the_intake_returns_prompts_or_raises_prompt_error(text: str, permutations: bool) -> None:
+    """Custom options, the suffix, versions and --p on top of the parser: still one error type."""
+    try:
+        reading = read_prompt(
+            expand_prompt(text, PREFS),
+            CONFIG,
+            PREFS,
+            permutations=permutations,
+            find_profile={"abc": "style"}.get,
+        )
+    except PromptError as error:
+        assert error.message and error.title
+        return
+    assert all(prompt.model in CONFIG.presets for prompt in reading.prompts)

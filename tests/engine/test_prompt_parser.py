@@ -19,6 +19,10 @@ from engine.prompt import (
     suggest_flag,
 )
 
+QUALITY = "a number (rounded to one of .25, .5, 1, 2, 4)"
+ASPECT = "W:H in whole numbers from 1:8 to 8:1 (like 16:9; not 1.5:1)"
+VERSION = "a Midjourney version from 1 to 8.1 (like 6.1) or a model preset name"
+
 
 def error_for(text: str, **kwargs: Any) -> PromptError:
     with pytest.raises(PromptError) as info:
@@ -47,6 +51,11 @@ FLAG_CASES = [
     ("--ar 32:18", "aspect", (16, 9)),
     ("--ar 3:1", "aspect", (3, 1)),
     ("--ar 1:3", "aspect", (1, 3)),
+    ("--ar 4:1", "aspect", (4, 1)),
+    ("--ar 1:4", "aspect", (1, 4)),
+    ("--ar 8:1", "aspect", (8, 1)),
+    ("--ar 1:8", "aspect", (1, 8)),
+    ("--ar 16:2", "aspect", (8, 1)),
     ("--ar 139:100", "aspect", (139, 100)),
     ("--ar 09:016", "aspect", (9, 16)),
     ("--seed 0", "seed", 0),
@@ -67,6 +76,11 @@ FLAG_CASES = [
     ("--q 1", "quality", 1.0),
     ("--q 1.0", "quality", 1.0),
     ("--q 2", "quality", 2.0),
+    ("--q 4", "quality", 4.0),
+    ("--q 3", "quality", 4.0),  # off the list: the nearest, ties upwards
+    ("--q .3", "quality", 0.25),
+    ("--q 100", "quality", 4.0),
+    ("--q 0", "quality", 0.25),
     ("--stop 10", "stop", 10),
     ("--stop 100", "stop", 100),
     ("--tile", "tile", True),
@@ -80,14 +94,52 @@ FLAG_CASES = [
     ("--iw 3", "image_weight", 3.0),
     ("--iw .5", "image_weight", 0.5),
     ("--iw 1.75", "image_weight", 1.75),
-    ("--v 6", "model", "6"),
-    ("--v 5.2", "model", "5.2"),
+    ("--v 6", "version", "6"),
+    ("--v 5.2", "version", "5.2"),
+    ("--v 6.1", "version", "6.1"),
+    ("--v 7.0", "version", "7"),
+    ("--version 8.1", "version", "8.1"),
+    ("--v 1", "version", "1"),
     ("--version SDXL-Turbo", "model", "sdxl-turbo"),
     ("--v my_model", "model", "my_model"),
     ("--niji", "model", "niji"),
     ("--niji 6", "model", "niji"),
     ("--style raw", "style_raw", True),
     ("--style RAW", "style_raw", True),
+    ("--raw", "style_raw", True),
+    ("--style cute", "style", "cute"),
+    ("--style Expressive", "style", "expressive"),
+    ("--style scenic", "style", "scenic"),
+    ("--style original", "style", "original"),
+    ("--style random", "style", None),
+    ("--exp 0", "experimental", 0),
+    ("--exp 100", "experimental", 100),
+    ("--draft", "draft", True),
+    ("--hd", "hd", True),
+    ("--p", "personalize", ()),
+    ("--p AbC123 x-y", "personalize", ("abc123", "x-y")),
+    ("--personalize", "personalize", ()),
+    ("--profile q1w2e3r", "personalize", ("q1w2e3r",)),
+    ("--sref https://x.com/a.png", "style_refs", ("https://x.com/a.png",)),
+    (
+        "--sref https://x.com/a.png::2 123 random",
+        "style_refs",
+        ("https://x.com/a.png::2", "123", "random"),
+    ),
+    ("--sref <https://x.com/a.png>", "style_refs", ("https://x.com/a.png",)),
+    ("--sw 0", "style_ref_weight", 0),
+    ("--sw 1000", "style_ref_weight", 1000),
+    ("--sv 4", "style_ref_version", 4),
+    ("--oref https://x.com/a.png", "object_refs", ("https://x.com/a.png",)),
+    (
+        "--cref https://x.com/a.png https://x.com/b.png",
+        "object_refs",
+        ("https://x.com/a.png", "https://x.com/b.png"),
+    ),
+    ("--ow 1", "object_ref_weight", 1),
+    ("--ow 1000", "object_ref_weight", 1000),
+    ("--cw 0", "character_weight", 0),
+    ("--cw 100", "character_weight", 100),
     ("--steps 1", "steps", 1),
     ("--steps 150", "steps", 150),
     ("--cfg 0", "cfg", 0.0),
@@ -187,19 +239,29 @@ BAD_VALUES = [
     ("--cfg", "30.5", "a number from 0 to 30"),
     ("--cfg", "inf", "a number from 0 to 30"),
     ("--cfg", "1e3", "a number from 0 to 30"),
-    ("--quality", "3", "one of .25, .5, 1, 2"),
-    ("--q", "0.3", "one of .25, .5, 1, 2"),
-    ("--q", "high", "one of .25, .5, 1, 2"),
-    ("--ar", "4:1", "W:H in whole numbers from 1:3 to 3:1 (like 16:9)"),
-    ("--ar", "1:4", "W:H in whole numbers from 1:3 to 3:1 (like 16:9)"),
-    ("--ar", "0:1", "W:H in whole numbers from 1:3 to 3:1 (like 16:9)"),
-    ("--ar", "1.5:1", "W:H in whole numbers from 1:3 to 3:1 (like 16:9)"),
-    ("--aspect", "16x9", "W:H in whole numbers from 1:3 to 3:1 (like 16:9)"),
-    ("--ar", "16:", "W:H in whole numbers from 1:3 to 3:1 (like 16:9)"),
-    ("--style", "cute", "raw"),
+    ("--q", "high", QUALITY),
+    ("--q", "-1", QUALITY),
+    ("--quality", "1e3", QUALITY),
+    ("--ar", "9:1", ASPECT),
+    ("--ar", "1:9", ASPECT),
+    ("--ar", "0:1", ASPECT),
+    ("--ar", "1.5:1", ASPECT),
+    ("--aspect", "16x9", ASPECT),
+    ("--ar", "16:", ASPECT),
     ("--sampler", "foo", "one of: " + ", ".join(SAMPLERS)),
-    ("--v", "a/b", "a model name (letters, digits, `.`, `-`, `_`)"),
-    ("--niji", "6!", "a version, if any: a model name (letters, digits, `.`, `-`, `_`)"),
+    ("--v", "a/b", VERSION),
+    ("--v", "9", VERSION),
+    ("--v", "0.5", VERSION),
+    ("--niji", "6!", "a niji version, if any (like 6)"),
+    ("--exp", "101", "a whole number from 0 to 100"),
+    ("--sw", "1001", "a whole number from 0 to 1000"),
+    ("--sv", "0", "a whole number from 1 to 8"),
+    ("--ow", "0", "a whole number from 1 to 1000"),
+    ("--cw", "101", "a whole number from 0 to 100"),
+    ("--sref", "ftp://x/a.png", "image URLs (each may end in ::weight), style codes, or random"),
+    ("--sref", "cat", "image URLs (each may end in ::weight), style codes, or random"),
+    ("--oref", "123", "an image URL (https://…)"),
+    ("--p", "a!b", "profile codes (letters and digits), if any"),
 ]
 
 
@@ -299,8 +361,14 @@ def test_model_in_the_allowed_list(params: str, model: str) -> None:
 
 def test_model_not_in_the_allowed_list() -> None:
     error = error_for("cat --v foo", models=MODELS)
-    assert error.message == "--v must be one of: niji, sdxl, tiny; got foo"
+    assert error.message == f"--v must be {VERSION} (niji, sdxl, tiny), got foo"
     assert error.flag == "--v"
+
+
+def test_a_preset_name_wins_over_the_version_it_looks_like() -> None:
+    request = parse_prompt("cat --v 6.1", models=("sdxl", "6.1"))
+    assert (request.model, request.version) == ("6.1", None)
+    assert parse_prompt("cat --v 6.1", models=("sdxl",)).version == "6.1"
 
 
 def test_niji_not_in_the_allowed_list() -> None:

@@ -1,0 +1,215 @@
+"""One way in for every prompt, wherever it comes from (/imagine, a remix box, `imagine-bot
+local`): the user's preferences are applied, the prompt is parsed, each request gets the model
+preset it will run on, and what was mapped, rounded or ignored is said in its notes.
+
+    text = expand_prompt(prompt, prefs)  # the suffix and custom options: what moderation reads
+    reading = read_prompt(text, config, prefs, find_profile=store.profile_style)
+    jobs = prompt_jobs(reading, owner="1234", limit=10)
+
+Pure Python (never imports torch): the Discord front-end calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from engine.config import ConfigError, EngineConfig, ModelPreset
+from engine.jobs import Job, imagine_job
+from engine.plan import planned_steps
+from engine.prompt import ImagineRequest, PromptError, parse_prompt, parse_prompts
+from engine.prompt.flags import FLAGS
+from engine.prompt.parser import flag_name
+from engine.prompt.permutations import DEFAULT_LIMIT
+from engine.prompt.request import MAX_STEPS
+
+_STYLIZE_FLAG = re.compile(r"(?:^|\s)(?:--|—|–)(?:s|stylize)(?=\s|$)", re.IGNORECASE)
+
+ProfileLookup = Callable[[str], str | None]  # a --p code → that profile's style text
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What one user's saved settings bring to their prompts (all empty: none, as locally)."""
+
+    suffix: str = ""  # appended to every prompt
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)  # --NAME → its value
+    model: str | None = None  # used when the prompt has no --v; None: the server's default
+    stylize: int | None = None  # used when the prompt has no --s
+    profile: str | None = None  # the user's own personalization text, for `--p` without codes
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request of a prompt (after permutations) and the preset it runs on."""
+
+    request: ImagineRequest  # its notes include the intake's (version mapping, --p, …)
+    model: str
+
+
+@dataclass(frozen=True)
+class Reading:
+    prompts: tuple[Prompt, ...]
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Every note of every request, once each, in order."""
+        return tuple(dict.fromkeys(n for p in self.prompts for n in p.request.notes))
+
+
+def is_option_name(name: str) -> bool:
+    """Whether `name` may be a custom option (`/prefer option set`): not one of the parameters."""
+    return bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name)) and name not in FLAGS
+
+
+def expand_prompt(text: str, prefs: Preferences) -> str:
+    """The prompt with the user's suffix at its end and their custom options (`--NAME`)
+    replaced by their values: a value's text joins the prompt's text, its parameters the
+    parameters. PromptError when a custom option is given a value of its own."""
+    text = f"{text.strip()} {prefs.suffix.strip()}".strip()
+    words = text.split()
+    custom = [i for i, word in enumerate(words) if (flag_name(word) or "") in prefs.options]
+    custom = [i for i in custom if flag_name(words[i]) not in FLAGS]
+    if not custom:
+        return text
+    first_flag = next(i for i, word in enumerate(words) if flag_name(word) is not None)
+    texts, params = words[:first_flag], []
+    added: list[str] = []
+    for i, word in enumerate(words[first_flag:], first_flag):
+        if i not in custom:
+            params.append(word)
+            continue
+        following = words[i + 1] if i + 1 < len(words) else None
+        if following is not None and flag_name(following) is None:
+            raise PromptError(
+                f"{word} is your own option (see /prefer option list) and takes no value, "
+                f"got {following}",
+                flag=word,
+            )
+        value = prefs.options[flag_name(word) or ""].split()
+        cut = next((j for j, w in enumerate(value) if flag_name(w) is not None), len(value))
+        texts += value[:cut]
+        added += value[cut:]
+    return " ".join([*texts, *params, *added])
+
+
+def read_prompt(
+    text: str,
+    config: EngineConfig,
+    prefs: Preferences | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    permutations: bool = True,
+    find_profile: ProfileLookup | None = None,
+    model_override: str | None = None,
+) -> Reading:
+    """Parse an expanded prompt (see `expand_prompt`) into requests and their presets.
+
+    `permutations=False` refuses `{…}` sets (a remix box edits one job). `model_override` (the
+    local command's --model) wins over --v. PromptError for a bad prompt.
+    """
+    prefs = prefs or Preferences()
+    names = config.presets.keys()
+    requests = (
+        parse_prompts(text, limit=limit, models=names)
+        if permutations
+        else (parse_prompt(text, models=names),)
+    )
+    if prefs.stylize is not None and not _STYLIZE_FLAG.search(text):
+        requests = tuple(dataclasses.replace(r, stylize=prefs.stylize) for r in requests)
+    return Reading(tuple(_prompt(r, config, prefs, find_profile, model_override) for r in requests))
+
+
+def prompt_jobs(reading: Reading, owner: str, limit: int) -> list[Job]:
+    """One job per request per --repeat run; PromptError when that is more than `limit`."""
+    jobs = [
+        imagine_job(prompt.request, model=prompt.model, owner=owner, repeat=run)
+        for prompt in reading.prompts
+        for run in range(prompt.request.repeat)
+    ]
+    if len(jobs) > limit:
+        raise PromptError(
+            f"this prompt makes {len(jobs)} jobs (permutations × --repeat); the limit is {limit}",
+            title="Too many jobs",
+        )
+    return jobs
+
+
+def _prompt(
+    request: ImagineRequest,
+    config: EngineConfig,
+    prefs: Preferences,
+    find_profile: ProfileLookup | None,
+    model_override: str | None,
+) -> Prompt:
+    notes: list[str] = []
+    if model_override is not None:
+        preset = config.preset(model_override)
+    else:
+        preset = _preset(request, config, prefs.model, notes)
+    if request.draft and preset.draft is not None:
+        notes.append(f"`--draft` ran on **{preset.draft}**, the fast preset for {preset.name}")
+        preset = config.preset(preset.draft)
+        request = dataclasses.replace(request, draft=False)  # its own steps are already few
+    if request.style is not None and preset.style_text(request.style) is None:
+        notes.append(
+            f"`--style {request.style}` is a niji style, and **{preset.name}** has none: "
+            "it was ignored"
+        )
+    request = _personalize(request, prefs.profile, find_profile, notes)
+    steps, capped = planned_steps(request, preset)
+    if capped:
+        notes.append(f"at most {MAX_STEPS} steps run here (--steps × --q): {steps} ran")
+    request = dataclasses.replace(request, notes=tuple(dict.fromkeys([*request.notes, *notes])))
+    return Prompt(request, preset.name)
+
+
+def _preset(
+    request: ImagineRequest, config: EngineConfig, fallback: str | None, notes: list[str]
+) -> ModelPreset:
+    """--v NAME (and --niji) first; then --v VERSION through [versions]; then the user's model
+    (while it is still a preset), then the server's default."""
+    if request.model is not None:
+        return config.preset(request.model)
+    if request.version is not None and request.version in config.versions:
+        preset = config.preset(config.versions[request.version])
+    else:
+        try:
+            preset = config.preset(fallback)
+        except ConfigError:  # the preset was removed from config.toml since the user chose it
+            preset = config.preset(None)
+    if request.version is not None:
+        notes.append(
+            f"`--v {request.version}` is a Midjourney model; here it ran on **{preset.name}**"
+        )
+    return preset
+
+
+def _personalize(
+    request: ImagineRequest,
+    own: str | None,
+    find_profile: ProfileLookup | None,
+    notes: list[str],
+) -> ImagineRequest:
+    """--p: the user's own profile; --p CODE…: those profiles. Unknown codes are noted."""
+    if request.personalize is None:
+        return request
+    styles: list[str] = []
+    if not request.personalize:
+        if own:
+            styles.append(own)
+        else:
+            notes.append(
+                "you have no personalization profile yet (make one with /prefer personalize): "
+                "`--p` was ignored"
+            )
+    for code in request.personalize:
+        bare = code.split("::")[0]
+        style = find_profile(bare) if find_profile is not None else None
+        if style is None:
+            notes.append(f"`--p {bare}` is not a profile code on this server: it was ignored")
+        else:
+            styles.append(style)
+    return dataclasses.replace(request, personal_styles=tuple(dict.fromkeys(styles)))

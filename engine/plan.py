@@ -1,0 +1,116 @@
+"""What a job runs with: steps, guidance, sampler, size and img2img strength, after the preset's
+defaults and --steps, --quality, --draft, --stop, --cfg, --exp and --hd are applied.
+
+Pure Python (no torch): the intake imports `planned_steps` to tell a user what their job will run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from engine.config import ModelPreset
+from engine.jobs import Job, JobKind, Strength
+from engine.prompt.request import MAX_STEPS, ImagineRequest
+
+# img2img strength: Fooocus' values for a Midjourney-like UI (field notes §4).
+STRENGTHS = {
+    (JobKind.VARY, Strength.SUBTLE): 0.5,
+    (JobKind.VARY, Strength.STRONG): 0.85,
+    (JobKind.UPSCALE, Strength.SUBTLE): 0.3,
+    (JobKind.UPSCALE, Strength.CREATIVE): 0.5,
+}
+DRAFT_STEPS_FACTOR = 0.25  # --draft runs a quarter of the steps (with --quality, before the cap)
+EXP_GUIDANCE = 0.5  # --exp 100 raises the preset's guidance by half (6 → 9) unless --cfg is given
+HD_SCALE = 1.5  # --hd: the second pass draws at 1.5× the sides…
+HD_STRENGTH = 0.45  # …redrawing 45% of the schedule over the Lanczos-enlarged first pass
+HD_STEP = 64  # the enlarged sides are rounded to multiples of this (as resolution.STEP)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one diffusion pass runs with; `hd` is the second pass of an `--hd` imagine job."""
+
+    steps: int  # the schedule's length
+    stop_at: int  # the last step of the schedule that runs (before `steps` with --stop)
+    guidance: float
+    sampler: str
+    width: int
+    height: int
+    strength: float | None  # img2img only
+    chaos: int = 0
+    hd: Plan | None = None  # --hd: img2img at HD_SCALE × the size, run after this pass
+
+    @property
+    def denoise_steps(self) -> int:
+        """The steps that actually run: img2img skips the first (1 - strength) of the schedule."""
+        return self.stop_at if self.strength is None else int(self.steps * self.strength)
+
+    @property
+    def total_steps(self) -> int:
+        """The steps of this pass and of its --hd pass, if any: what progress counts to."""
+        return self.denoise_steps + (0 if self.hd is None else self.hd.denoise_steps)
+
+
+def planned_steps(request: ImagineRequest, preset: ModelPreset) -> tuple[int, bool]:
+    """The schedule's length for `request` on `preset`, and whether MAX_STEPS cut it.
+
+    (--steps or the preset's steps) × --quality (× DRAFT_STEPS_FACTOR with --draft), rounded, at
+    least 1, at most MAX_STEPS. An --hd job runs a second, shorter pass on top (see `hd_plan`).
+    """
+    steps = (request.steps or preset.steps) * request.quality
+    if request.draft:
+        steps *= DRAFT_STEPS_FACTOR
+    wanted = max(1, round(steps))
+    return min(wanted, MAX_STEPS), wanted > MAX_STEPS
+
+
+def planned_guidance(request: ImagineRequest, preset: ModelPreset) -> float:
+    """--cfg as given; else the preset's guidance, raised by --exp (× 1 + EXP_GUIDANCE × E/100)."""
+    if request.cfg is not None:
+        return request.cfg
+    return preset.guidance * (1 + EXP_GUIDANCE * request.experimental / 100)
+
+
+def hd_size(width: int, height: int) -> tuple[int, int]:
+    """The --hd size: both sides × HD_SCALE, rounded to multiples of HD_STEP."""
+
+    def scale(side: int) -> int:
+        return max(HD_STEP, math.floor(side * HD_SCALE / HD_STEP + 0.5) * HD_STEP)
+
+    return scale(width), scale(height)
+
+
+def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:
+    """The plan of `job` on `preset`; `size` is the image's (imagine), the source's (vary) or a
+    tile's (upscale), so variations and upscales of an --hd image work from its larger size."""
+    req = job.request
+    strength = STRENGTHS.get((job.kind, job.strength)) if job.strength else None
+    steps, _ = planned_steps(req, preset)
+    if strength is not None:
+        steps = _runnable(steps, strength)
+    stop = req.stop if job.kind is JobKind.IMAGINE else 100
+    stop_at = max(1, math.ceil(steps * stop / 100))
+    # Only Euler takes a truncated schedule ending in a jump to the clean image
+    # (engine.noise.stop_sigmas).
+    sampler = "euler" if stop_at < steps else (req.sampler or preset.sampler)
+    guidance = planned_guidance(req, preset)
+    plan = Plan(steps, stop_at, guidance, sampler, size[0], size[1], strength, req.chaos)
+    if job.kind is JobKind.IMAGINE and req.hd:
+        return replace(plan, hd=hd_plan(plan))
+    return plan
+
+
+def hd_plan(first: Plan) -> Plan:
+    """--hd ("hires fix"): img2img over the enlarged first pass with its sampler, guidance and
+    schedule length (lengthened to the few steps HD_STRENGTH needs to run at least one)."""
+    width, height = hd_size(first.width, first.height)
+    steps = _runnable(first.steps, HD_STRENGTH)
+    return Plan(
+        steps, steps, first.guidance, first.sampler, width, height, HD_STRENGTH, first.chaos
+    )
+
+
+def _runnable(steps: int, strength: float) -> int:
+    """img2img runs int(steps × strength) steps, and crashes below one (field notes §4)."""
+    return max(steps, math.ceil(1 / strength))
