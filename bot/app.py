@@ -24,6 +24,7 @@ from bot.config import BotConfig, ConfigError, require_token
 from bot.delivery import EDIT_INTERVAL_S, Deliveries
 from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
+from bot.prefer import PreferCog
 from bot.presses import Presses
 from bot.settings import SettingsButton, SettingsCog, SettingsSelect
 from bot.store import Store
@@ -94,7 +95,7 @@ class ImagineBot(commands.Bot):
         self.deliveries = Deliveries(self, self._edit_interval_s)
         self.presses = Presses(self)
         self.deliveries.fail_unfinished()  # before any new job, so none is mistaken for old
-        for cog in (ImagineCog(self), SettingsCog(self), JobCommands(self)):
+        for cog in (ImagineCog(self), SettingsCog(self), PreferCog(self), JobCommands(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
         await self.sync_commands()

@@ -308,17 +308,31 @@ class Deliveries:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def launch(self, interaction: discord.Interaction, jobs: Sequence[Job]) -> None:
+    async def launch(
+        self, interaction: discord.Interaction, jobs: Sequence[Job], notes: Sequence[str] = ()
+    ) -> None:
         """Check the queue limits, queue `jobs`, post their messages, then the "Job queued"
-        note; every refusal is private."""
+        note and the prompt's notes; every refusal is private."""
         admission, submitted = await self.submit(interaction, jobs)
         if not admission.allowed:
             await reply_private(interaction, admission.message)
             return
         for each in submitted:
             await self.post(interaction, each)
-        if admission.message:
-            await interaction.followup.send(admission.message, ephemeral=True)
+        await self.tell(interaction, admission.message, notes)
+
+    async def tell(
+        self, interaction: discord.Interaction, admission: str, notes: Sequence[str]
+    ) -> None:
+        """After the job messages: "Job queued" and what of the prompt was mapped, rounded or
+        ignored, privately, in one followup."""
+        text = "\n\n".join(part for part in (admission, messages.prompt_notes(notes)) if part)
+        if not text:
+            return
+        try:
+            await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException:  # the jobs run anyway; the note is a courtesy
+            logger.warning("could not send the notes of interaction %s", interaction.id)
 
     async def submit(
         self, interaction: discord.Interaction, jobs: Sequence[Job]

@@ -16,12 +16,10 @@ from discord.ext import commands
 from bot import messages
 from bot.interactions import LoggedView, reply_private
 from bot.limits import admit, queue_load
-from bot.moderation import banned_request, banned_rule
-from bot.settings import apply_stylize, job_model, with_suffix
-from bot.store import UserSettings
-from engine.config import EngineConfig
-from engine.jobs import Job, imagine_job
-from engine.prompt import MAX_PROMPT_CHARS, PromptError, parse_prompts
+from bot.prompts import Refused, read_user_prompt
+from engine.intake import prompt_jobs
+from engine.jobs import Job
+from engine.prompt import MAX_PROMPT_CHARS, PromptError
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -29,29 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 180.0
-
-
-def imagine_jobs(
-    text: str, settings: UserSettings, engine: EngineConfig, owner: str, limit: int
-) -> list[Job]:
-    """One job per permutation per --repeat; PromptError for a bad prompt or too many jobs."""
-    requests = parse_prompts(text, limit=limit, models=engine.presets.keys())
-    jobs = [
-        imagine_job(
-            apply_stylize(request, text, settings),
-            model=job_model(request, settings, engine),
-            owner=owner,
-            repeat=run,
-        )
-        for request in requests
-        for run in range(request.repeat)
-    ]
-    if len(jobs) > limit:
-        raise PromptError(
-            f"this prompt makes {len(jobs)} jobs (permutations × --repeat); the limit is {limit}",
-            title="Too many jobs",
-        )
-    return jobs
 
 
 class ImagineCog(commands.Cog):
@@ -65,35 +40,23 @@ class ImagineCog(commands.Cog):
     ) -> None:
         bot = self.bot
         owner = str(interaction.user.id)
-        settings = bot.store.get_settings(owner)
-        text = with_suffix(prompt, settings)
-        rule = banned_rule(bot.config.moderation, text)
-        if rule is not None:
-            await reply_private(interaction, messages.banned(rule))
-            return
         try:
-            jobs = imagine_jobs(
-                text, settings, bot.config.engine, owner, bot.config.limits.max_jobs_per_prompt
-            )
-        except PromptError as error:
+            reading = read_user_prompt(bot, owner, prompt)
+            jobs = prompt_jobs(reading, owner, bot.config.limits.max_jobs_per_prompt)
+        except Refused as refusal:
+            await reply_private(interaction, refusal.message)
+            return
+        except PromptError as error:  # too many jobs
             await reply_private(interaction, messages.prompt_error(error))
             return
-        # Each expanded prompt too: "{go}re" passes the check above as written.
-        rule = next(
-            (r for job in jobs if (r := banned_request(bot.config.moderation, job.request))),
-            None,
-        )
-        if rule is not None:
-            await reply_private(interaction, messages.banned(rule))
-            return
         if len(jobs) == 1:
-            await bot.deliveries.launch(interaction, jobs)
+            await bot.deliveries.launch(interaction, jobs, reading.notes)
             return
         admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
         if not admission.allowed:  # checked again (and the jobs queued at once) on Yes
             await reply_private(interaction, admission.message)
             return
-        view = ConfirmJobs(bot, interaction, jobs)
+        view = ConfirmJobs(bot, interaction, jobs, reading.notes)
         await interaction.response.send_message(
             f"This prompt makes **{len(jobs)} jobs** (permutations × --repeat). Run them all?",
             view=view,
@@ -105,11 +68,18 @@ class ConfirmJobs(LoggedView):
     """Yes/No before several jobs start. A plain View with a timeout, not a persistent one: the
     jobs it would start exist only in memory, so a restart rightly forgets the question."""
 
-    def __init__(self, bot: ImagineBot, origin: discord.Interaction, jobs: list[Job]) -> None:
+    def __init__(
+        self,
+        bot: ImagineBot,
+        origin: discord.Interaction,
+        jobs: list[Job],
+        notes: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(timeout=CONFIRM_TIMEOUT_S)
         self.bot = bot
         self.origin = origin
         self.jobs = jobs
+        self.notes = notes
         self._answered = False  # a quick second press (Yes+Yes, Yes+No) must do nothing
 
     def _first_answer(self) -> bool:
@@ -143,8 +113,7 @@ class ConfirmJobs(LoggedView):
             logger.warning("could not update the confirmation of %s", interaction.id, exc_info=True)
         for each in submitted:
             await deliveries.post(interaction, each)
-        if admission.message:
-            await interaction.followup.send(admission.message, ephemeral=True)
+        await deliveries.tell(interaction, admission.message, self.notes)
 
     @discord.ui.button(label="No", style=discord.ButtonStyle.secondary)
     async def no(self, interaction: discord.Interaction, _: discord.ui.Button[ConfirmJobs]) -> None:

@@ -5,6 +5,8 @@ Pure functions over engine data; nothing here talks to Discord.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import discord
 
 from engine.jobs import Job, JobKind, JobResult, Strength
@@ -84,6 +86,13 @@ def single_image(job: Job, number: int, presser: int, result: JobResult) -> str:
 
 def prompt_error(error: PromptError) -> str:
     return f"**{error.title}**\n{error.message}"
+
+
+def prompt_notes(notes: Sequence[str]) -> str:
+    """What of a prompt was mapped, rounded or ignored, for a private note ("" when nothing)."""
+    if not notes:
+        return ""
+    return fit_lines(["**About your prompt**", *(f"• {note}" for note in notes)])
 
 
 def banned(rule: str) -> str:

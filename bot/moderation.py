@@ -57,8 +57,9 @@ def banned_rule(mod: ModerationConfig, text: str) -> str | None:
 
 
 def banned_request(mod: ModerationConfig, request: _Prompted) -> str | None:
-    """The first rule a parsed prompt (its text or a --no term) breaks, after `{…}` expansion."""
-    for text in (request.prompt, *request.negative):
+    """The first rule a parsed prompt breaks (its text, a --no term, or a --p profile's text: a
+    profile saved before a rule was added), after `{…}` expansion."""
+    for text in (request.prompt, *request.negative, *request.personal_styles):
         rule = banned_rule(mod, text)
         if rule is not None:
             return rule
@@ -70,6 +71,8 @@ class _Prompted(Protocol):
     def prompt(self) -> str: ...
     @property
     def negative(self) -> tuple[str, ...]: ...
+    @property
+    def personal_styles(self) -> tuple[str, ...]: ...
 
 
 def _word_regex(word: str) -> str:

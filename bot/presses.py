@@ -20,11 +20,10 @@ from bot import messages
 from bot.attachments import fit_image
 from bot.buttons import Op, Press, single_view
 from bot.interactions import LoggedModal, attachment_limit, reply_private, user_is_admin
-from bot.moderation import banned_request, banned_rule
-from bot.settings import apply_stylize
+from bot.prompts import Refused, read_user_prompt
 from bot.store import JobStatus, StoredJob
+from engine.intake import Prompt
 from engine.jobs import Job, JobKind, Strength, reroll_job, upscale_job, vary_job
-from engine.prompt import ImagineRequest, PromptError, parse_prompt
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -70,9 +69,7 @@ class Presses:
         presser = str(interaction.user.id)
         job = stored.job
         if press.op is Op.REROLL:
-            await self._maybe_remix(
-                interaction, job, lambda req: _reroll(job, presser, req, self.bot)
-            )
+            await self._maybe_remix(interaction, job, lambda prompt: _reroll(job, presser, prompt))
             return
         if not await self._image_available(interaction, stored, press.index):
             return
@@ -92,7 +89,13 @@ class Presses:
             await self._maybe_remix(
                 interaction,
                 job,
-                lambda req: vary_job(job, press.index, variation, owner=presser, request=req),
+                lambda prompt: vary_job(
+                    job,
+                    press.index,
+                    variation,
+                    owner=presser,
+                    request=None if prompt is None else prompt.request,
+                ),
             )
 
     async def _image_available(
@@ -136,7 +139,7 @@ class Presses:
         self,
         interaction: discord.Interaction,
         job: Job,
-        make: Callable[[ImagineRequest | None], Job],
+        make: Callable[[Prompt | None], Job],
     ) -> None:
         """In remix mode the presser edits the prompt first; else the job starts at once."""
         if self.bot.store.get_settings(str(interaction.user.id)).remix:
@@ -148,8 +151,10 @@ class Presses:
         else:
             await self.start(interaction, make(None))
 
-    async def start(self, interaction: discord.Interaction, job: Job) -> None:
-        await self.bot.deliveries.launch(interaction, [job])
+    async def start(
+        self, interaction: discord.Interaction, job: Job, notes: tuple[str, ...] = ()
+    ) -> None:
+        await self.bot.deliveries.launch(interaction, [job], notes)
 
     async def cancel(self, interaction: discord.Interaction, stored: StoredJob) -> None:
         """❌ and /cancel: the job's owner or an admin may cancel it."""
@@ -171,19 +176,19 @@ async def _image_size(path: Path) -> tuple[int, int]:
     return await asyncio.to_thread(read)
 
 
-def _reroll(job: Job, owner: str, request: ImagineRequest | None, bot: ImagineBot) -> Job:
-    new = reroll_job(job, owner=owner, request=request)
-    if request is not None and request.model and job.kind is JobKind.IMAGINE:
-        new = dataclasses.replace(new, model=bot.config.engine.preset(request.model).name)
-    return new
+def _reroll(job: Job, owner: str, prompt: Prompt | None) -> Job:
+    """🔄: new seeds; a remixed imagine prompt may also change the model (--v)."""
+    if prompt is None:
+        return reroll_job(job, owner=owner)
+    new = reroll_job(job, owner=owner, request=prompt.request)
+    return dataclasses.replace(new, model=prompt.model) if job.kind is JobKind.IMAGINE else new
 
 
 class RemixModal(LoggedModal, title="Remix prompt"):
-    def __init__(
-        self, presses: Presses, job: Job, make: Callable[[ImagineRequest | None], Job]
-    ) -> None:
+    def __init__(self, presses: Presses, job: Job, make: Callable[[Prompt | None], Job]) -> None:
         super().__init__(timeout=900)
         self._presses = presses
+        self._job = job
         self._make = make
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="New prompt",
@@ -194,21 +199,13 @@ class RemixModal(LoggedModal, title="Remix prompt"):
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot = self._presses.bot
-        text = self.prompt.value
-        rule = banned_rule(bot.config.moderation, text)
-        if rule is not None:
-            await reply_private(interaction, messages.banned(rule))
+        user_id = str(interaction.user.id)
+        try:  # the presser's options, stylize and profile apply, as for /imagine
+            reading = read_user_prompt(
+                self._presses.bot, user_id, self.prompt.value, remix_of=self._job
+            )
+        except Refused as refusal:
+            await reply_private(interaction, refusal.message)
             return
-        try:
-            request = parse_prompt(text, models=bot.config.engine.presets.keys())
-        except PromptError as error:
-            await reply_private(interaction, messages.prompt_error(error))
-            return
-        rule = banned_request(bot.config.moderation, request)  # after escapes are resolved
-        if rule is not None:
-            await reply_private(interaction, messages.banned(rule))
-            return
-        settings = bot.store.get_settings(str(interaction.user.id))
-        request = apply_stylize(request, text, settings)  # the presser's, as for /imagine
-        await self._presses.start(interaction, self._make(request))
+        (prompt,) = reading.prompts
+        await self._presses.start(interaction, self._make(prompt), reading.notes)

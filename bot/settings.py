@@ -15,13 +15,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
 from bot.interactions import GuardedItem, LoggedModal, reply_private
-from bot.moderation import banned_rule
+from bot.prompts import Refused, check_addition
 from bot.store import UserSettings
-from engine.config import ConfigError, EngineConfig
+from engine.config import EngineConfig
 from engine.jobs import Strength
-from engine.prompt import ImagineRequest, PromptError, parse_prompts
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -29,32 +27,6 @@ if TYPE_CHECKING:
 # Midjourney's /settings stylize presets.
 STYLIZE_PRESETS: dict[str, int] = {"low": 50, "med": 100, "high": 250, "very high": 750}
 MAX_SUFFIX = 500
-_STYLIZE_FLAG = re.compile(r"(?:^|\s)(?:--|—)(?:s|stylize)(?=\s|$)", re.IGNORECASE)
-
-
-# --- applying settings to a prompt --------------------------------------------------------------
-
-
-def with_suffix(prompt: str, settings: UserSettings) -> str:
-    """The user's suffix goes after their prompt, so it reads as parameters they typed."""
-    return f"{prompt.strip()} {settings.suffix.strip()}".strip()
-
-
-def apply_stylize(request: ImagineRequest, text: str, settings: UserSettings) -> ImagineRequest:
-    """The /settings stylize applies when the prompt (suffix included) has no --s of its own."""
-    if _STYLIZE_FLAG.search(text):
-        return request
-    return dataclasses.replace(request, stylize=settings.stylize)
-
-
-def job_model(request: ImagineRequest, settings: UserSettings, engine: EngineConfig) -> str:
-    """--v wins, then the user's /settings model (while it is still a preset), then the server's."""
-    if request.model:
-        return engine.preset(request.model).name
-    try:
-        return engine.preset(settings.model).name
-    except ConfigError:  # the preset was removed from config.toml since the user chose it
-        return engine.preset(None).name
 
 
 def stylize_name(value: int) -> str:
@@ -199,8 +171,8 @@ class SettingsButton(
             settings = dataclasses.replace(settings, variation=Strength(self.value))
         elif self.key == "remix":
             settings = dataclasses.replace(settings, remix=not settings.remix)
-        else:  # reset
-            settings = UserSettings()
+        else:  # reset the panel's settings; custom options (/prefer option) stay
+            settings = UserSettings(options=settings.options)
         bot.store.save_settings(user_id, settings)
         await show_panel(interaction, settings)
 
@@ -220,16 +192,11 @@ class SuffixModal(LoggedModal, title="Prompt suffix"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         bot, user_id, settings = _owner(interaction)
         suffix = " ".join(self.suffix.value.split())
-        rule = banned_rule(bot.config.moderation, suffix)
-        if rule is not None:
-            await reply_private(interaction, messages.banned(rule))
+        try:  # a suffix that breaks every prompt is refused now, not on each /imagine
+            check_addition(bot, suffix, dict(settings.options))
+        except Refused as refusal:
+            await reply_private(interaction, refusal.message)
             return
-        if suffix:
-            try:  # a suffix that breaks every prompt is refused now, not on each /imagine
-                parse_prompts(f"x {suffix}", models=bot.config.engine.presets.keys())
-            except PromptError as error:
-                await reply_private(interaction, messages.prompt_error(error))
-                return
         settings = dataclasses.replace(settings, suffix=suffix)
         bot.store.save_settings(user_id, settings)
         await show_panel(interaction, settings)

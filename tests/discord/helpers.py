@@ -93,6 +93,14 @@ class Harness:
 
     # --- waiting for what the bot did
 
+    async def remix(self, message: StoredMessage, custom_id: str, text: str) -> FakeInteraction:
+        """Press a button in remix mode and submit `text` in the prompt box it opens."""
+        press = await self.press(message, custom_id)
+        callback = await self.fake.wait_for_callback(press)
+        assert callback.json["type"] == 9, callback.json  # a modal
+        [field] = [c for c in callback.components if c["type"] == 4]
+        return await self.fake.push_modal_submit(press, {field["custom_id"]: text})
+
     async def job_message(self, interaction: FakeInteraction) -> StoredMessage:
         """The message a job-starting interaction answered with (its "Waiting" message)."""
         callback = await self.fake.wait_for_callback(interaction)

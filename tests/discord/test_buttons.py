@@ -283,11 +283,8 @@ async def test_remix_reports_an_invalid_edit_privately(
 ) -> None:
     h, grid = h_grid
     h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
-    press = await h.press(grid, f"mj:r:0:{job_id_of(grid)}")
-    callback = await h.fake.wait_for_callback(press)
-    [field] = [c for c in callback.components if c["type"] == 4]
 
-    submit = await h.fake.push_modal_submit(press, {field["custom_id"]: "a harbor --chaos 500"})
+    submit = await h.remix(grid, f"mj:r:0:{job_id_of(grid)}", "a harbor --chaos 500")
 
     reply = await h.private_reply(submit)
     assert reply.startswith("**Invalid parameter**\n--chaos must be")

@@ -193,10 +193,7 @@ async def test_banned_words_apply_to_remix_edits_and_saved_suffixes(harness: Har
     grid = await h.grid("a calm lake")
     h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
 
-    remix = await h.press(grid, f"mj:r:0:{job_id_of(grid)}")
-    callback = await h.fake.wait_for_callback(remix)
-    [field] = [c for c in callback.components if c["type"] == 4]
-    edited = await h.fake.push_modal_submit(remix, {field["custom_id"]: "a lake of gore"})
+    edited = await h.remix(grid, f"mj:r:0:{job_id_of(grid)}", "a lake of gore")
     assert (await h.private_reply(edited)).startswith(
         'Banned prompt detected: your prompt matched the banned word "gore"'
     )

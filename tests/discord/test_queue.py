@@ -172,6 +172,9 @@ class StubDeliveries:
     async def launch(self, interaction: Any, job: Job, note: str = "") -> None:
         self.started.append(job)
 
+    async def tell(self, interaction: Any, admission: str, notes: Any) -> None:
+        await asyncio.sleep(0)
+
 
 def stub_press(user_id: int) -> Any:
     async def answer(**kwargs: Any) -> None:
