@@ -147,6 +147,9 @@ def _prompt(
     notes: list[str] = []
     if model_override is not None:
         preset = config.preset(model_override)
+        if request.model is not None or request.version is not None:
+            asked = request.model or request.version
+            notes.append(f"`--v {asked}` gave way to the command's --model: **{preset.name}** ran")
     else:
         preset = _preset(request, config, prefs.model, notes)
     if request.draft and preset.draft is not None:

@@ -46,8 +46,8 @@ async def run_local(
         print(f"Invalid parameter: {error}", file=err)
         return EXIT_USAGE
 
-    for note in reading.notes:  # what was mapped, rounded or ignored
-        print(f"note: {note}", file=err)
+    for note in reading.notes:  # what was mapped, rounded or ignored (bold is for Discord)
+        print(f"note: {note.replace('**', '')}", file=err)
     status = EXIT_OK
     async with EngineClient(config) as engine:
         for number, job in enumerate(jobs):

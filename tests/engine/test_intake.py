@@ -75,8 +75,11 @@ def test_a_removed_user_model_falls_back_to_the_servers() -> None:
     assert one("a cat", Preferences(model="gone")).model == "tiny"
 
 
-def test_the_local_commands_model_wins_over_v() -> None:
-    assert one("a cat --v 6.1", model_override="tiny-xl").model == "tiny-xl"
+def test_the_local_commands_model_wins_over_v_and_says_so() -> None:
+    prompt = one("a cat --v 6.1", model_override="tiny-xl")
+    assert prompt.model == "tiny-xl"
+    assert prompt.request.notes == ("`--v 6.1` gave way to the command's --model: **tiny-xl** ran",)
+    assert one("a cat", model_override="tiny-xl").request.notes == ()
 
 
 def test_draft_runs_on_the_presets_draft_preset_with_its_own_steps() -> None:

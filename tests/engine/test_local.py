@@ -88,7 +88,7 @@ def test_local_runs_a_pasted_gallery_prompt_and_says_what_it_changed(
 
     assert status == 0
     captured = capsys.readouterr()
-    assert "note: `--v 6.1` is a Midjourney model; here it ran on **tiny-xl**" in captured.err
+    assert "note: `--v 6.1` is a Midjourney model; here it ran on tiny-xl\n" in captured.err
     assert "note: video is not available on this server: `--video` ignored" in captured.err
     assert "model tiny-xl" in captured.out
     meta = read_metadata(tmp_path / "spirit_1.png")
