@@ -21,7 +21,8 @@ from discord.ext import commands
 from bot.buttons import JobButton
 from bot.commands import JobCommands
 from bot.config import BotConfig, ConfigError, require_token
-from bot.delivery import EDIT_INTERVAL_S, Deliveries
+from bot.delivery import Deliveries
+from bot.editing import EDIT_INTERVAL_S
 from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
 from bot.prefer import PreferCog
@@ -94,7 +95,7 @@ class ImagineBot(commands.Bot):
             self.engine = self._owned_engine
         self.deliveries = Deliveries(self, self._edit_interval_s)
         self.presses = Presses(self)
-        self.deliveries.fail_unfinished()  # before any new job, so none is mistaken for old
+        await self.deliveries.resume()  # what the last run left: before any new job
         for cog in (ImagineCog(self), SettingsCog(self), PreferCog(self), JobCommands(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
@@ -118,14 +119,16 @@ class ImagineBot(commands.Bot):
         logger.exception("error in event %s", event_method)
 
     async def close(self) -> None:
-        """Refuse new work, stop the engine (its jobs end as Failed, and their messages say so),
-        let the deliveries finish their last edits, then disconnect and close the Store."""
+        """Refuse new work; let the running job finish within `[engine] shutdown_grace`; stop
+        the engine (the rest stays queued in the Store for the next start, and their messages
+        say the bot is restarting); let the deliveries finish their last edits; disconnect and
+        close the Store."""
         if self.closing:
             return
         self.closing = True
         try:
             if self._owned_engine is not None:
-                await self._owned_engine.close()
+                await self._owned_engine.close(self.config.engine.shutdown_grace_s)
             if hasattr(self, "deliveries"):
                 await self.deliveries.close()
         finally:
@@ -137,21 +140,24 @@ class ImagineBot(commands.Bot):
 async def main(config: BotConfig, token: str) -> None:
     async with ImagineBot(config) as bot:
         # Docker stops a container with SIGTERM, which a process 1 ignores unless it says
-        # otherwise: close as on Ctrl-C (jobs end, messages say so, the Store is closed).
+        # otherwise; Ctrl-C is SIGINT. Both close the bot the same way: the running job may
+        # finish, the rest stays queued for the next start, the Store is closed, exit 0.
         loop = asyncio.get_running_loop()
         closing: set[asyncio.Task[None]] = set()
 
-        def on_sigterm() -> None:
-            logger.info("SIGTERM: shutting down")
+        def on_signal(name: str) -> None:
+            logger.info("%s: shutting down", name)
             task = loop.create_task(bot.close())
             closing.add(task)
             task.add_done_callback(closing.discard)
 
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
         try:
             await bot.start(token)
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             await asyncio.gather(*closing)  # the Store is closed at its end
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.config import ConfigError, load_config
+from bot.config import TOKEN_ENV, ConfigError, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    # The token now lives in the config: no child process (the engine) inherits it.
+    os.environ.pop(TOKEN_ENV, None)
     if args.command == "local":
         from engine.local import run_local
 

@@ -13,31 +13,38 @@ from discord.ext import commands
 from bot import messages
 from bot.delivery import finished_state
 from bot.interactions import attachment_limit, reply_private, user_is_admin
-from bot.store import UNFINISHED, JobStatus
+from bot.presses import in_its_server
+from bot.store import FINISHED, UNFINISHED, JobStatus
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+RECENT_JOBS = 10  # finished jobs /info lists
 
 
 class JobCommands(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="info", description="Your running and queued jobs")
+    @app_commands.command(name="info", description="Your running and queued jobs, and recent ones")
     async def info(self, interaction: discord.Interaction) -> None:
         engine = self.bot.engine
-        jobs = engine.jobs(str(interaction.user.id))
-        if not jobs:
-            await reply_private(interaction, "You have no running or queued jobs.")
-            return
+        owner = str(interaction.user.id)
+        jobs = engine.jobs(owner)
         limits = self.bot.config.limits
-        lines = [
-            f"**Your jobs** ({len(jobs)} of at most "
-            f"{limits.max_running_per_user + limits.max_queued_per_user})",
-            *(messages.job_line(job, engine.position(job.id)) for job in jobs),
-        ]
+        if jobs:
+            lines = [
+                f"**Your jobs** ({len(jobs)} of at most "
+                f"{limits.max_running_per_user + limits.max_queued_per_user})",
+                *(messages.job_line(job, engine.position(job.id)) for job in jobs),
+            ]
+        else:
+            lines = ["You have no running or queued jobs."]
+        # Every finished job stays reachable: a link to its message (or /show when it has none).
+        recent = self.bot.store.user_jobs(owner, FINISHED, limit=RECENT_JOBS)
+        if recent:
+            lines += ["", "**Recent jobs**", *(messages.history_line(each) for each in recent)]
         await reply_private(interaction, messages.fit_lines(lines))
 
     @app_commands.command(name="show", description="Post one of your jobs again, with its buttons")
@@ -46,7 +53,8 @@ class JobCommands(commands.Cog):
         job_id = job_id.strip().lower()
         stored = self.bot.store.get_job(job_id) if _JOB_ID.fullmatch(job_id) else None
         mine = stored is not None and stored.job.owner == str(interaction.user.id)
-        if stored is None or not (mine or user_is_admin(self.bot.config, interaction)):
+        allowed = mine or user_is_admin(self.bot.config, interaction)
+        if stored is None or not allowed or not in_its_server(stored, interaction):
             await reply_private(interaction, f"You have no job with the id `{job_id[:40]}`.")
             return
         if stored.status is not JobStatus.DONE or stored.result is None:

@@ -5,10 +5,12 @@ Pure functions over engine data; nothing here talks to Discord.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import discord
 
+from bot.store import StoredJob
 from engine.jobs import Job, JobKind, JobResult, Strength
 from engine.prompt import PromptError
 
@@ -17,9 +19,13 @@ from engine.prompt import PromptError
 MAX_CONTENT = 2000
 MAX_SHOWN_PROMPT = 1500
 MAX_INFO_PROMPT = 80  # /info lists many jobs: a short prompt each
+_URL = re.compile(r"<?(https?://[^\s<>]+)>?", re.IGNORECASE)
 SOMETHING_WENT_WRONG = "Something went wrong; the error was logged."
-RESTARTED = "the bot restarted before this job finished"
 RESTARTING = "The bot is restarting; try again in a minute."
+INTERRUPTED_TWICE = (
+    "the bot stopped twice while this job ran, so it was not run a third time; "
+    "run the prompt again if you like"
+)
 NOT_POSTED = "Discord refused this job's message, so the job was not started. Please try again."
 UNDELIVERED = "could not deliver the result"
 
@@ -28,13 +34,24 @@ def mention(user_id: str | int) -> str:
     return f"<@{user_id}>"
 
 
+def _escaped(text: str) -> str:
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
 def shown_prompt(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
     """The prompt in bold, as the user wrote it (parameters included), markdown and mentions
-    escaped, then cut to `limit` characters (escaping first: it can double the length)."""
-    text = job.request.raw or job.request.prompt
-    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    escaped and every link in `<…>` (so the public message never unfurls it), then cut to
+    `limit` characters (escaping first: it can double the length)."""
+    raw = job.request.raw or job.request.prompt
+    pieces, end = [], 0
+    for match in _URL.finditer(raw):
+        pieces += [_escaped(raw[end : match.start()]), f"<{match[1]}>"]
+        end = match.end()
+    text = "".join([*pieces, _escaped(raw[end:])])
     if len(text) > limit:
         text = text[: limit - 1]
+        if text.rfind("<http") > text.rfind(">"):  # half a link: it would unfurl
+            text = text[: text.rfind("<http")]
         if (len(text) - len(text.rstrip("\\"))) % 2:  # half of an escape: drop its backslash
             text = text[:-1]
         text += "…"
@@ -78,6 +95,11 @@ def cancelled(job: Job) -> str:
     return f"{headline(job)} (Cancelled)"
 
 
+def restarting(job: Job) -> str:
+    """A job the bot stopped before finishing: it runs again when the bot is back."""
+    return f"{headline(job)} (Waiting: the bot is restarting)"
+
+
 def single_image(job: Job, number: int, presser: int, result: JobResult) -> str:
     """U1…U4: one image of a grid on its own."""
     seed = f" (seed {result.seeds[number - 1]})" if len(result.seeds) >= number else ""
@@ -103,6 +125,13 @@ def job_line(job: Job, position: int | None) -> str:
     """One line of /info."""
     where = "running" if position == 0 else f"queued, position {position or '?'}"
     return f"• `{job.id}` {shown_prompt(job, MAX_INFO_PROMPT)} ({job.kind.value}, {where})"
+
+
+def history_line(stored: StoredJob) -> str:
+    """One finished job in /info: its id, prompt, outcome and a link to its message."""
+    where = f" <{stored.jump_url}>" if stored.jump_url else f" (`/show job_id:{stored.job.id}`)"
+    outcome = stored.status.value if stored.delivered else f"{stored.status.value}, not shown yet"
+    return f"• `{stored.job.id}` {shown_prompt(stored.job, MAX_INFO_PROMPT)} ({outcome}){where}"
 
 
 def fit_lines(lines: list[str], limit: int = MAX_CONTENT) -> str:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 MAX_MODAL_TEXT = 4000  # Discord's cap on a text input
 MAX_UPSCALE_SOURCE = 4096  # an image this wide or tall is not upscaled again (2× would be huge)
 FULL_SIZE = "This image is already at full size."
+OTHER_SERVER = "That job belongs to another server."
 TOO_LONG_TO_REMIX = "This prompt is too long to edit in Discord's box; run /imagine with the edit."
 _VARY_STRENGTH = {Op.VARY_SUBTLE: Strength.SUBTLE, Op.VARY_STRONG: Strength.STRONG}
 _UPSCALE_STRENGTH = {Op.UPSCALE_SUBTLE: Strength.SUBTLE, Op.UPSCALE_CREATIVE: Strength.CREATIVE}
@@ -45,6 +46,9 @@ class Presses:
         stored = self.bot.store.get_job(press.job_id)
         if stored is None:
             await reply_private(interaction, "This job is not in the bot's records any more.")
+            return
+        if not in_its_server(stored, interaction):  # a forged press, or a copied custom_id
+            await reply_private(interaction, OTHER_SERVER)
             return
         if press.op is Op.CANCEL:
             await self.cancel(interaction, stored)
@@ -157,7 +161,10 @@ class Presses:
         await self.bot.deliveries.launch(interaction, [job], notes)
 
     async def cancel(self, interaction: discord.Interaction, stored: StoredJob) -> None:
-        """❌ and /cancel: the job's owner or an admin may cancel it."""
+        """❌ and /cancel: the job's owner or an admin (of the job's server) may cancel it."""
+        if not in_its_server(stored, interaction):
+            await reply_private(interaction, OTHER_SERVER)
+            return
         is_owner = stored.job.owner == str(interaction.user.id)
         if not is_owner and not user_is_admin(self.bot.config, interaction):
             await reply_private(interaction, "Only the job's owner or an admin may cancel it.")
@@ -166,6 +173,13 @@ class Presses:
             await reply_private(interaction, f"Cancelling job `{stored.job.id}`.")
         else:
             await reply_private(interaction, "That job is not queued or running any more.")
+
+
+def in_its_server(stored: StoredJob, interaction: discord.Interaction) -> bool:
+    """Jobs belong to the server they were made in: nobody acts on them from another one, so an
+    admin role of one server counts there only. (Jobs stored before servers were recorded, and
+    direct-message jobs, have none.)"""
+    return stored.guild_id is None or stored.guild_id == interaction.guild_id
 
 
 async def _image_size(path: Path) -> tuple[int, int]:

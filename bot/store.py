@@ -36,6 +36,7 @@ class JobStatus(StrEnum):
 
 
 UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ class StoredJob:
     message_id: int | None  # the message that shows the job (progress, then the grid)
     result: JobResult | None
     error: str | None
+    guild_id: int | None = None  # None: a direct message
+    interruptions: int = 0  # times a run was cut short by the bot stopping (see `interrupted`)
+    delivered: bool = False  # a finished job's last message was shown to its owner
+
+    @property
+    def jump_url(self) -> str | None:
+        """The Discord link to the job's message, when it has one."""
+        if self.channel_id is None or self.message_id is None:
+            return None
+        where = self.guild_id or "@me"
+        return f"https://discord.com/channels/{where}/{self.channel_id}/{self.message_id}"
 
 
 @dataclass(frozen=True)
@@ -273,12 +285,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL
         )""",
     ),
+    (
+        "ALTER TABLE jobs ADD COLUMN guild_id INTEGER",
+        "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
+        # NULL: a finished job whose last message is still to be shown (retried until it is)
+        "ALTER TABLE jobs ADD COLUMN delivered_at REAL",
+        "UPDATE jobs SET delivered_at = updated_at WHERE status IN ('done', 'failed', 'cancelled')",
+    ),
 )
 PROFILE_CODE_LENGTH = 7  # like Midjourney's codes: `--p 4x7kq2m`
 _CODE_ALPHABET = string.ascii_lowercase + string.digits
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_JOB_COLUMNS = "job, status, created_at, channel_id, message_id, result, error"
+_JOB_COLUMNS = (
+    "job, status, created_at, channel_id, message_id, result, error, guild_id, interruptions,"
+    " delivered_at"
+)
 
 
 class Store:
@@ -339,14 +361,19 @@ class Store:
     # --- jobs
 
     def add_job(
-        self, job: Job, *, channel_id: int | None = None, message_id: int | None = None
+        self,
+        job: Job,
+        *,
+        channel_id: int | None = None,
+        message_id: int | None = None,
+        guild_id: int | None = None,
     ) -> None:
         now = time.time()
         self._write(
             "INSERT INTO jobs (id, owner, status, created_at, updated_at, channel_id, message_id,"
-            " job) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " job, guild_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.id, job.owner, JobStatus.QUEUED.value, now, now, channel_id, message_id,
-             job_to_json(job)),
+             job_to_json(job), guild_id),
         )  # fmt: skip
 
     def get_job(self, job_id: str) -> StoredJob | None:
@@ -368,12 +395,34 @@ class Store:
         result: JobResult | None = None,
         error: str | None = None,
     ) -> None:
+        # A job that ends has its last message still to show: delivered_at is cleared.
         changed = self._write(
-            "UPDATE jobs SET status = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+            "UPDATE jobs SET status = ?, result = ?, error = ?, updated_at = ?,"
+            " delivered_at = CASE WHEN ? THEN NULL ELSE delivered_at END WHERE id = ?",
             (status.value, None if result is None else result_to_json(result), error,
-             time.time(), job_id),
+             time.time(), status in FINISHED, job_id),
         )  # fmt: skip
         _check_found(changed, job_id)
+
+    def set_delivered(self, job_id: str) -> None:
+        """The finished job's last message reached its owner: nothing is left to retry."""
+        _check_found(
+            self._write("UPDATE jobs SET delivered_at = ? WHERE id = ?", (time.time(), job_id)),
+            job_id,
+        )
+
+    def interrupted(self, job_id: str) -> int:
+        """The bot stopped while the job ran: it goes back to the queue. The number of times
+        that has now happened to it."""
+        self._write(
+            "UPDATE jobs SET status = ?, interruptions = interruptions + 1, updated_at = ?"
+            " WHERE id = ?",
+            (JobStatus.QUEUED.value, time.time(), job_id),
+        )
+        rows = self._read("SELECT interruptions FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise KeyError(f"no job {job_id!r} in the store")
+        return int(rows[0][0])
 
     def user_jobs(
         self, owner: str, statuses: Collection[JobStatus] | None = None, limit: int = 25
@@ -389,10 +438,21 @@ class Store:
         return [_stored_job(row) for row in rows]
 
     def unfinished_jobs(self) -> list[StoredJob]:
-        """Queued and running jobs, oldest first: what a restart has to resubmit or fail."""
+        """Running, then queued jobs, each oldest first: what a restart resubmits, in order."""
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN (?, ?) ORDER BY created_at, rowid",
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN (?, ?)"
+            " ORDER BY status = 'queued', created_at, rowid",
             tuple(s.value for s in UNFINISHED),
+        )
+        return [_stored_job(row) for row in rows]
+
+    def undelivered_jobs(self) -> list[StoredJob]:
+        """Finished jobs whose last message has not reached their owner yet, oldest first."""
+        marks = ", ".join("?" * len(FINISHED))
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ({marks}) AND delivered_at IS NULL"
+            " ORDER BY created_at, rowid",
+            tuple(s.value for s in FINISHED),
         )
         return [_stored_job(row) for row in rows]
 
@@ -446,7 +506,8 @@ class Store:
 
 
 def _stored_job(row: tuple[Any, ...]) -> StoredJob:
-    job, status, created_at, channel_id, message_id, result, error = row
+    job, status, created_at, channel_id, message_id, result, error = row[:7]
+    guild_id, interruptions, delivered_at = row[7:]
     return StoredJob(
         job=job_from_json(job),
         status=JobStatus(status),
@@ -455,6 +516,9 @@ def _stored_job(row: tuple[Any, ...]) -> StoredJob:
         message_id=message_id,
         result=None if result is None else result_from_json(result),
         error=error,
+        guild_id=guild_id,
+        interruptions=interruptions,
+        delivered=delivered_at is not None,
     )
 
 

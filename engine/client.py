@@ -6,8 +6,10 @@
             ...
 
 Jobs wait in a `FairQueue` here, in the parent, and go to the process one at a time; so queue
-positions, cancelling a queued job and fairness never touch the GPU process. If the process dies,
-the running job fails (never hangs) and the next job starts a new process. Pure Python: the
+positions, cancelling a queued job and fairness never touch the GPU process. If the process dies
+during a job, a new one is started and the job runs once more; if it dies again the job fails
+(never hangs). Closing lets the running job finish within a grace period and ends every other
+job as `Interrupted` (not failed: the bot's store runs them on its next start). Pure Python: the
 Discord bot imports this without importing torch.
 """
 
@@ -32,6 +34,7 @@ from engine.jobs import (
     Cancelled,
     Done,
     Failed,
+    Interrupted,
     Job,
     JobEvent,
     JobFailed,
@@ -44,6 +47,8 @@ from engine.queue import FairQueue
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
+RUNS_PER_JOB = 2  # a job whose engine process dies under it runs once more, in a new process
+DIED = "the engine stopped unexpectedly while running this job, twice; it was not retried again"
 
 
 class EngineDiedError(RuntimeError):
@@ -83,7 +88,7 @@ class Handle:
         event = await asyncio.shield(self._end)
         if isinstance(event, Done):
             return event.result
-        assert isinstance(event, Failed | Cancelled)
+        assert isinstance(event, Failed | Cancelled | Interrupted)
         raise JobFailed(event)
 
 
@@ -206,6 +211,8 @@ class EngineClient:
         self._queue = FairQueue()
         self._handles: dict[str, Handle] = {}
         self._running: Job | None = None
+        self._idle = asyncio.Event()  # set while no job runs
+        self._idle.set()
         self._process: EngineProcess | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
@@ -227,22 +234,26 @@ class EngineClient:
         await self._ensure_process()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="engine-dispatcher")
 
-    async def close(self) -> None:
-        """Stop taking work, fail what is queued, cancel the running job, stop the process."""
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Stop taking work; let the running job finish within `grace_s` seconds; end it and
+        everything still queued as `Interrupted` (they were not run to their end); stop the
+        process."""
         self._closed = True
         for job in self._queue.clear():
-            self._finish(job.id, Failed(job.id, "the bot is shutting down; the job did not run"))
+            self._finish(job.id, Interrupted(job.id))
+        if grace_s > 0 and self._running is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_s)
         running = self._running
         if running is not None and self._process is not None:
-            self._process.cancel(running.id)
+            self._process.cancel(running.id)  # stop the GPU work now; nobody waits for its result
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
         if running is not None:
-            self._finish(
-                running.id, Failed(running.id, "the bot is shutting down; the job was stopped")
-            )
+            logger.info("job %s was still running at shutdown: left for the next start", running.id)
+            self._finish(running.id, Interrupted(running.id))
         if self._process is not None:
             await self._process.stop()
             self._process = None
@@ -305,14 +316,34 @@ class EngineClient:
         while True:
             job = await self._queue.get()
             self._running = job
+            self._idle.clear()
             self._announce_positions()
             try:
-                event = await self._run(job)
+                event = await self._run_with_retry(job)
             finally:
                 self._running = None
+                self._idle.set()
             self._finish(job.id, event)
 
+    async def _run_with_retry(self, job: Job) -> JobEvent:
+        """A process that dies under a job (killed, out of host memory, a CUDA fault) is
+        replaced and the job runs once more; a second death fails it, so a job that crashes the
+        engine every time cannot take it down in a loop."""
+        for run in range(1, RUNS_PER_JOB + 1):
+            try:
+                return await self._run(job)
+            except EngineDiedError as error:
+                logger.error(
+                    "engine process died during job %s (exit code %s), run %d of %d",
+                    job.id,
+                    error,
+                    run,
+                    RUNS_PER_JOB,
+                )
+        return Failed(job.id, DIED)
+
     async def _run(self, job: Job) -> JobEvent:
+        """One run of `job`; EngineDiedError when the process dies under it."""
         handle = self._handles[job.id]
         try:
             process = await self._ensure_process()
@@ -332,11 +363,8 @@ class EngineClient:
                 job.id,
                 f"the job took longer than {self.config.job_timeout_s:g} s and was stopped",
             )
-        except EngineDiedError as error:
-            logger.error("engine process died during job %s (exit code %s)", job.id, error)
-            return Failed(
-                job.id, "the engine stopped unexpectedly while running this job; please try again"
-            )
+        except EngineDiedError:
+            raise
         except Exception:
             logger.exception("could not run job %s", job.id)
             return Failed(job.id, worker.UNEXPECTED)

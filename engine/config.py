@@ -131,6 +131,8 @@ class EngineConfig:
     preload: bool = True  # load the default preset when the engine process starts
     preview_every: int = 4  # send a preview every N steps (0: never)
     job_timeout_s: float = 900.0  # a job running longer is failed and the process restarted
+    # On SIGTERM the running job may finish for this long (Docker kills after 10 s by default)
+    shutdown_grace_s: float = 8.0
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
     threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
     max_loaded_models: int = 2  # presets kept loaded at once; the least recently used goes
@@ -292,6 +294,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "preload",
             "preview_every",
             "job_timeout",
+            "shutdown_grace",
             "upscaler",
             "threads",
             "max_loaded_models",
@@ -322,6 +325,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         preload=take(engine, "preload", bool, True, "engine"),
         preview_every=take(engine, "preview_every", int, 4, "engine"),
         job_timeout_s=take(engine, "job_timeout", float, 900.0, "engine"),
+        shutdown_grace_s=take(engine, "shutdown_grace", float, 8.0, "engine"),
         upscaler=path(upscaler) if upscaler else None,
         threads=take(engine, "threads", int, 0, "engine"),
         max_loaded_models=take(engine, "max_loaded_models", int, 2, "engine"),
@@ -343,6 +347,8 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
     if config.job_timeout_s <= 0:
         raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
+    if config.shutdown_grace_s < 0:
+        raise ConfigError(f"engine.shutdown_grace must be 0 or more, got {config.shutdown_grace_s}")
     for preset in presets.values():
         if preset.draft is not None and preset.draft not in presets:
             raise ConfigError(

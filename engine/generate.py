@@ -32,7 +32,7 @@ from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult
 from engine.loader import load_pipeline, model_revision
 from engine.noise import initial_noise, stop_sigmas
-from engine.plan import Plan, make_plan
+from engine.plan import Plan, make_plan, variation_size
 from engine.preview import PreviewDecoder, load_taesd
 from engine.prompt.request import SEED_MAX
 from engine.resolution import image_size
@@ -156,7 +156,10 @@ class Generator:
         elif job.kind is JobKind.VARY:
             assert job.source is not None
             source = self.store.load(job.source.job_id, job.source.index)
-            plan = make_plan(job, model.preset, source.size)
+            size = variation_size(source.size, model.preset)
+            if size != source.size:
+                source = source.resize(size, Image.Resampling.LANCZOS)
+            plan = make_plan(job, model.preset, size)
             inits = [source] * len(job.seeds)
             batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
             images = self._generate(batch)

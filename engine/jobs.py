@@ -169,7 +169,7 @@ class JobResult:
 
 
 # Events, in the order a caller sees them:
-# Queued* → Started → Progress* → Done | Failed | Cancelled.
+# Queued* → Started → Progress* → Done | Failed | Cancelled | Interrupted.
 @dataclass(frozen=True)
 class Queued:
     job_id: str
@@ -210,16 +210,25 @@ class Cancelled:
     job_id: str
 
 
-JobEvent = Queued | Started | Progress | Done | Failed | Cancelled
-TERMINAL_EVENTS = (Done, Failed, Cancelled)
+@dataclass(frozen=True)
+class Interrupted:
+    """The engine stopped (the bot is shutting down) before it finished the job. The job is not
+    done, nor failed: whoever keeps the queue of record runs it again later."""
+
+    job_id: str
+
+
+JobEvent = Queued | Started | Progress | Done | Failed | Cancelled | Interrupted
+TERMINAL_EVENTS = (Done, Failed, Cancelled, Interrupted)
 
 
 class JobFailed(Exception):
     """Raised by `JobHandle.result()` when a job ends without a result."""
 
-    def __init__(self, event: Failed | Cancelled):
+    def __init__(self, event: Failed | Cancelled | Interrupted):
         self.event = event
-        super().__init__(event.reason if isinstance(event, Failed) else "cancelled")
+        reasons = {Cancelled: "cancelled", Interrupted: "interrupted: the engine was stopped"}
+        super().__init__(event.reason if isinstance(event, Failed) else reasons[type(event)])
 
 
 class JobHandle(Protocol):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from engine.config import ModelPreset
 from engine.jobs import Job, JobKind, Strength
 from engine.prompt.request import MAX_STEPS, ImagineRequest
+from engine.resolution import AREA_TOLERANCE, image_size
 
 # img2img strength: Fooocus' values for a Midjourney-like UI (field notes §4).
 STRENGTHS = {
@@ -79,6 +80,15 @@ def hd_size(width: int, height: int) -> tuple[int, int]:
         return max(HD_STEP, math.floor(side * HD_SCALE / HD_STEP + 0.5) * HD_STEP)
 
     return scale(width), scale(height)
+
+
+def variation_size(size: tuple[int, int], preset: ModelPreset) -> tuple[int, int]:
+    """The size a variation is drawn at: its source's, up to an --hd image's; a larger source
+    (an upscale) at the model's own size for its shape, as Midjourney does, so that a chain of
+    Vary and Upscale never grows past what the model and the GPU are sized for."""
+    width, height = size
+    largest = (preset.base_resolution * HD_SCALE) ** 2 * (1 + AREA_TOLERANCE)
+    return size if width * height <= largest else image_size(size, preset)
 
 
 def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # torch and diffusers load in the engine process only, inside
 logger = logging.getLogger(__name__)
 
 UNEXPECTED = "the engine hit an unexpected error; the server log has the details"
+GPU_FAULT = "the GPU hit an error and the engine was restarted; please try again"
 
 
 def main(config: EngineConfig, commands: Connection, events: Connection, log_level: int) -> None:
@@ -42,18 +43,31 @@ def main(config: EngineConfig, commands: Connection, events: Connection, log_lev
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    generator = Generator(config)
+    serve(Generator(config), commands, events, config.model if config.preload else None)
+
+
+def serve(
+    generator: Generator, commands: Connection, events: Connection, preload: str | None
+) -> None:
+    """Run jobs until the parent closes the command pipe, or until a CUDA fault leaves the
+    device unusable: then this process ends, and the parent starts a fresh one."""
     cancelled: set[str] = set()
     jobs: queue.Queue[Job | None] = queue.Queue()
     threading.Thread(target=_receive, args=(commands, jobs, cancelled), daemon=True).start()
-    if config.preload:
+    if preload is not None:
         try:
-            generator.model(config.model)
+            generator.model(preload)
         except Exception:  # the first job reports it to its user; keep serving other presets
-            logger.exception("could not preload model %s", config.model)
+            logger.exception("could not preload model %s", preload)
     while (job := jobs.get()) is not None:
-        events.send(_run(generator, job, cancelled, events.send))
+        event, poisoned = _run(generator, job, cancelled, events.send)
+        events.send(event)
         cancelled.discard(job.id)
+        if poisoned:
+            logger.error(
+                "a GPU fault makes this process unusable; exiting so that a new one starts"
+            )
+            return
 
 
 def _receive(commands: Connection, jobs: queue.Queue[Job | None], cancelled: set[str]) -> None:
@@ -69,9 +83,23 @@ def _receive(commands: Connection, jobs: queue.Queue[Job | None], cancelled: set
             cancelled.add(message[1])
 
 
+def poisons_the_device(error: BaseException) -> bool:
+    """A CUDA error other than running out of memory (an illegal memory access, a device-side
+    assert) leaves the process's CUDA context broken: every later call would fail too."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return False
+    text = str(error)
+    return (
+        type(error).__name__ == "AcceleratorError"
+        or "CUDA error" in text
+        or "device-side assert" in text
+    )
+
+
 def _run(
     generator: Generator, job: Job, cancelled: set[str], send: Callable[[JobEvent], None]
-) -> JobEvent:
+) -> tuple[JobEvent, bool]:
+    """The job's terminal event, and whether the process must end after it (a GPU fault)."""
     from engine.generate import GenerationError, JobCancelledError
     from engine.loader import ModelLoadError
 
@@ -85,12 +113,14 @@ def _run(
         send(Started(job.id))
         result = generator.run(job, progress, lambda: job.id in cancelled)
     except JobCancelledError:
-        return Cancelled(job.id)
+        return Cancelled(job.id), False
     except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
         # FileNotFoundError: a vary/upscale source that is no longer in storage
         logger.warning("job %s failed: %s", job.id, error, exc_info=True)
-        return Failed(job.id, str(error))
-    except Exception:
+        return Failed(job.id, str(error)), False
+    except Exception as error:
         logger.exception("job %s failed", job.id)
-        return Failed(job.id, UNEXPECTED)
-    return Done(job.id, result)
+        if poisons_the_device(error):
+            return Failed(job.id, GPU_FAULT), True
+        return Failed(job.id, UNEXPECTED), False
+    return Done(job.id, result), False

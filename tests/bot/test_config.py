@@ -56,7 +56,7 @@ def test_example_file_documents_every_key() -> None:
     keys = {
         "engine": [
             "model", "device", "dtype", "cache_dir", "preload", "preview_every", "job_timeout",
-            "upscaler", "threads", "max_loaded_models",
+            "shutdown_grace", "upscaler", "threads", "max_loaded_models",
         ],
         "storage": ["path"],
         "models.dreamshaper": [
@@ -209,6 +209,7 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[models.niji]\nstyles = { cute = '' }\n", r"models\.niji\.styles\.cute must be a non"),
         ("[models.niji]\nstyles = 'cute'\n", r"models\.niji\.styles must be dict"),
         ("[engine]\nmodle = 'sdxl'\n", r"unknown key engine\.modle"),
+        ("[engine]\nshutdown_grace = -1\n", r"engine\.shutdown_grace must be 0 or more"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:

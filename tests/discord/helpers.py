@@ -6,6 +6,7 @@ tests/conftest.py lives in the session loop) and import the `harness` fixture fr
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -171,6 +172,16 @@ class Harness:
     async def cancel_everything(self) -> None:
         for job in self.engine.jobs():
             await self.engine.cancel(job.id)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Wait until `check()` holds (for state the bot writes after the message went out, such as
+    a job's delivered mark); AssertionError after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {check}")
+        await asyncio.sleep(0.02)
 
 
 def job_id_of(message: StoredMessage) -> str:

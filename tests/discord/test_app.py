@@ -76,8 +76,8 @@ class RecordingEngine:
     async def start(self) -> None:
         self.calls.append("start")
 
-    async def close(self) -> None:
-        self.calls.append("close")
+    async def close(self, grace_s: float = 0.0) -> None:
+        self.calls.append(f"close {grace_s:g}")
 
     def jobs(self, owner: str | None = None) -> tuple[()]:
         return ()
@@ -98,7 +98,7 @@ async def test_the_bot_starts_its_own_engine_and_closes_it_and_the_store(
     assert bot.engine is engine
 
     await h.runner.stop(bot)
-    assert engine.calls == ["start", "close"]
+    assert engine.calls == ["start", "close 8"]  # the running job gets [engine] shutdown_grace
     with pytest.raises(sqlite3.ProgrammingError):
         bot.store.get_job("0" * 32)  # closed
 

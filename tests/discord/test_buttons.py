@@ -7,7 +7,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.config import PermissionsConfig
-from bot.store import JobStatus, Store, StoredJob, UserSettings
+from bot.store import JobStatus, UserSettings
 from engine.jobs import ImageRef, JobKind, Strength
 from tests.discord.helpers import Harness, buttons, harness, image_of, job_id_of
 from tests.fake_discord import FakeInteraction, StoredMessage
@@ -309,29 +309,6 @@ async def test_buttons_still_work_after_a_restart(harness: Harness) -> None:
     stored = second.store.get_job(job_id)
     assert stored is not None and stored.result is not None
     assert posted.attachments[0].data == stored.result.images[2].read_bytes()
-
-
-async def test_jobs_left_unfinished_are_failed_on_start_up(harness: Harness) -> None:
-    h = harness
-    bot = await h.start()
-    message = await h.job_message(await h.imagine("cut short"))
-    stored = h.stored(message)
-    await h.stop(bot)
-    # As if the bot had died while the job ran: its record still says running.
-    with Store(h.config().database) as store:
-        store.set_status(stored.job.id, JobStatus.RUNNING)
-
-    second = await h.start()
-
-    edited = await h.new_message(lambda m: m.id == message.id and "(Failed: " in m.content)
-    assert edited.content == (
-        f"**cut short** - <@{h.tester}> (Failed: the bot restarted before this job finished)"
-    )
-    assert edited.components == []
-    after: StoredJob | None = second.store.get_job(stored.job.id)
-    assert after is not None and after.status is JobStatus.FAILED
-    assert after.error == "the bot restarted before this job finished"
-    assert after.job == stored.job
 
 
 async def test_an_image_gone_from_storage_is_reported(

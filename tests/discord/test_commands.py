@@ -7,7 +7,7 @@ import pytest
 from bot.config import LimitsConfig
 from bot.store import JobStatus, UserSettings
 from engine.jobs import Strength
-from tests.discord.helpers import Harness, harness, image_of, job_id_of
+from tests.discord.helpers import Harness, eventually, harness, image_of, job_id_of
 from tests.fake_discord import FakeInteraction, StoredMessage
 
 __all__ = ["harness"]
@@ -152,6 +152,25 @@ async def test_info_with_nothing_queued(harness: Harness) -> None:
     await h.start()
     reply = await h.private_reply(await h.command("info"))
     assert reply == "You have no running or queued jobs."
+
+
+async def test_info_links_your_recent_finished_jobs(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    grid = await h.grid("a result to find again")
+    job_id = job_id_of(grid)
+    await eventually(lambda: h.stored(grid).delivered)
+    await h.grid("someone else's", user_id=h.bob)
+
+    reply = await h.private_reply(await h.command("info"))
+
+    link = f"https://discord.com/channels/{h.fake.guild_id}/{grid.channel_id}/{grid.id}"
+    assert reply.splitlines() == [
+        "You have no running or queued jobs.",
+        "",
+        "**Recent jobs**",
+        f"• `{job_id}` **a result to find again** (done) <{link}>",
+    ]
 
 
 async def test_cancel_without_an_id_cancels_your_most_recent_active_job(harness: Harness) -> None:

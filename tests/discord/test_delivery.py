@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-import bot.delivery
+import bot.editing
 from tests.discord.helpers import Harness, harness, image_of, job_id_of
 from tests.fake_discord import RecordedRequest
 
@@ -103,7 +103,7 @@ async def test_near_the_token_expiry_edits_go_through_the_channel_unasked(
     message = await h.job_message(interaction)
 
     # As if 15 minutes had passed: the token is now within the margin of its expiry.
-    monkeypatch.setattr(bot.delivery, "TOKEN_MARGIN", datetime.timedelta(minutes=16))
+    monkeypatch.setattr(bot.editing, "TOKEN_MARGIN", datetime.timedelta(minutes=16))
     await h.release(blocker)
     finished = await h.finished(message.id)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from bot.attachments import Upload, fit_image, preview_upload
-from bot.delivery import Deliveries, LatestOnly, MessageState, MessageTarget
+from bot.delivery import Deliveries
+from bot.editing import LatestOnly, MessageState, MessageTarget, Undeliverable
 from bot.store import JobStatus, Store
 from engine.jobs import (
     Done,
@@ -227,6 +229,41 @@ async def test_a_failed_final_edit_is_tried_again() -> None:
     editor.put(MessageState("done", final=True))
     await asyncio.wait_for(task, 5)
     assert tries == ["done", "done", "done"]
+
+
+async def test_a_final_edit_is_retried_with_backoff_until_it_is_shown() -> None:
+    tries: list[float] = []
+
+    async def down_for_a_while(state: MessageState) -> None:
+        tries.append(asyncio.get_running_loop().time())
+        if len(tries) <= 10:
+            raise discord.DiscordServerError(SimpleNamespace(status=503, reason="down"), "")
+
+    editor = LatestOnly(
+        down_for_a_while, interval_s=0.0, name="test", retry_delays_s=(0.01, 0.02, 0.04)
+    )
+    task = asyncio.create_task(editor.run())
+    editor.put(MessageState("done", final=True))
+
+    assert await asyncio.wait_for(task, 5) is True
+    assert len(tries) == 11
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert gaps[2] >= 0.04 and gaps[-1] >= 0.04  # the last delay repeats
+
+
+async def test_an_undeliverable_final_state_is_given_up_at_once() -> None:
+    tries: list[str] = []
+
+    async def nowhere(state: MessageState) -> None:
+        tries.append(state.content)
+        raise Undeliverable("no channel, no DMs")
+
+    editor = LatestOnly(nowhere, interval_s=0.0, name="test", retry_delays_s=(0.01,))
+    task = asyncio.create_task(editor.run())
+    editor.put(MessageState("done", final=True))
+
+    assert await asyncio.wait_for(task, 5) is True  # settled: nothing more can be done
+    assert tries == ["done"]
 
 
 class BrokenHandle(ScriptedHandle):

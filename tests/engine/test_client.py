@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.client import EngineClient, Handle
+from engine.client import DIED, EngineClient, EngineProcess, Handle
 from engine.config import EngineConfig, ModelPreset
 from engine.jobs import (
     Cancelled,
     Done,
     Failed,
+    Interrupted,
     Job,
     JobEvent,
     JobFailed,
@@ -71,18 +72,44 @@ async def test_a_job_goes_queued_started_progress_done(engine: EngineClient) -> 
     assert engine.jobs() == ()
 
 
-async def test_a_killed_engine_fails_its_job_and_the_next_job_runs(engine: EngineClient) -> None:
-    doomed = await engine.submit(job("a red fox --steps 150"))
-    await wait_for(doomed, Progress)
+def kill_engine(engine: EngineClient) -> EngineProcess:
     process = engine._process
     assert process is not None and process.process.pid is not None
     os.kill(process.process.pid, signal.SIGKILL)
+    return process
 
-    last = (await collect(doomed))[-1]
-    assert isinstance(last, Failed) and "stopped unexpectedly" in last.reason
+
+async def test_a_job_whose_engine_is_killed_runs_again_in_a_new_process(
+    engine: EngineClient,
+) -> None:
+    doomed = await engine.submit(job("a red fox --steps 150"))
+    await wait_for(doomed, Progress)
+    first = kill_engine(engine)
+
+    events = await collect(doomed)
+
+    assert isinstance(events[-1], Done)
+    assert any(isinstance(e, Started) for e in events)  # it started over
+    assert engine._process is not first
     after = await engine.submit(job())
     assert isinstance((await collect(after))[-1], Done)
-    assert engine._process is not process
+
+
+async def test_a_job_that_kills_the_engine_twice_fails_and_the_next_job_runs(
+    engine: EngineClient,
+) -> None:
+    doomed = await engine.submit(job("a red fox --steps 150"))
+    await wait_for(doomed, Progress)
+    first = kill_engine(engine)
+    await wait_for(doomed, Progress)  # its second run, in a new process
+    assert engine._process is not first
+    kill_engine(engine)
+
+    last = (await collect(doomed))[-1]
+
+    assert last == Failed(doomed.job.id, DIED)
+    after = await engine.submit(job())
+    assert isinstance((await collect(after))[-1], Done)
 
 
 async def test_a_queued_job_can_be_cancelled(engine: EngineClient) -> None:
@@ -154,17 +181,42 @@ async def test_a_job_past_the_timeout_is_stopped_and_the_engine_restarts(
         assert engine._process is not old
 
 
-async def test_closing_fails_what_is_still_queued(engine_config: EngineConfig) -> None:
+async def test_closing_interrupts_what_is_queued_and_running(engine_config: EngineConfig) -> None:
     engine = EngineClient(engine_config)
     await engine.start()
-    running = await engine.submit(job("a red fox --steps 150"))
+    running = await engine.submit(job("a red fox --steps 150 --q 2"))
     queued = await engine.submit(job())
     await wait_for(running, Started)
 
-    await asyncio.wait_for(engine.close(), TIMEOUT)
+    await asyncio.wait_for(engine.close(), TIMEOUT)  # no grace: the running job stops now
     for handle in (running, queued):
-        last = (await collect(handle))[-1]
-        assert isinstance(last, Failed) and "shutting down" in last.reason
+        assert (await collect(handle))[-1] == Interrupted(handle.job.id)
+    with pytest.raises(JobFailed, match="interrupted"):
+        await running.result()
+
+
+async def test_closing_with_grace_lets_the_running_job_finish(engine_config: EngineConfig) -> None:
+    engine = EngineClient(engine_config)
+    await engine.start()
+    running = await engine.submit(job("a red fox --steps 20"))
+    queued = await engine.submit(job())
+    await wait_for(running, Started)
+
+    await asyncio.wait_for(engine.close(grace_s=TIMEOUT), TIMEOUT + 5)
+
+    assert isinstance((await collect(running))[-1], Done)
+    assert (await collect(queued))[-1] == Interrupted(queued.job.id)
+
+
+async def test_a_grace_shorter_than_the_job_interrupts_it(engine_config: EngineConfig) -> None:
+    engine = EngineClient(engine_config)
+    await engine.start()
+    running = await engine.submit(job("a red fox --steps 150 --q 2"))
+    await wait_for(running, Progress)
+
+    await asyncio.wait_for(engine.close(grace_s=0.2), TIMEOUT)
+
+    assert (await collect(running))[-1] == Interrupted(running.job.id)
 
 
 async def test_submitting_the_same_job_twice_is_refused(engine: EngineClient) -> None:
@@ -197,11 +249,9 @@ async def test_cancel_and_close_survive_a_dead_engine_process(engine_config: Eng
     await engine.start()
     running = await engine.submit(job("a red fox --steps 150"))
     await wait_for(running, Progress)
-    process = engine._process
-    assert process is not None and process.process.pid is not None
-    os.kill(process.process.pid, signal.SIGKILL)
+    process = kill_engine(engine)
     await asyncio.to_thread(process.process.join, TIMEOUT)
 
     await engine.cancel(running.job.id)  # must not raise
     await asyncio.wait_for(engine.close(), TIMEOUT)
-    assert isinstance((await collect(running))[-1], Failed)
+    assert isinstance((await collect(running))[-1], Cancelled | Interrupted)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from engine import plan as plan_module
-from engine.config import EngineConfig
+from engine.config import DEFAULT_PRESETS, EngineConfig
 from engine.generate import Batch, GenerationError, Generator, JobCancelledError, seamless
 from engine.jobs import JobKind, JobResult, Strength, imagine_job, upscale_job, vary_job
 from engine.prompt import parse_prompt
@@ -784,6 +784,18 @@ def test_hd_second_pass_keeps_tile_padding(
     assert unet.conv_in.padding_mode == "zeros"
 
 
+def test_a_variation_of_an_upscale_is_drawn_at_the_models_size(generator: Generator) -> None:
+    source_job = imagine_job(parse_prompt("a red fox --seed 5 --ar 3:2"), model="tiny")
+    run(generator, source_job)
+    upscale = upscale_job(source_job, 0, Strength.SUBTLE, owner="u")
+    upscaled = run(generator, upscale)
+    assert (upscaled.width, upscaled.height) == (384, 256)
+
+    variation = run(generator, vary_job(upscale, 0, Strength.STRONG, owner="u"))
+
+    assert (variation.width, variation.height) == image_size((3, 2), TINY) == (192, 128)
+
+
 def test_variation_and_upscale_of_an_hd_image_start_from_its_size(generator: Generator) -> None:
     source_job = imagine_job(replace(parse_prompt("a red fox --seed 5"), hd=True), model="tiny")
     run(generator, source_job)
@@ -794,6 +806,9 @@ def test_variation_and_upscale_of_an_hd_image_start_from_its_size(generator: Gen
     assert (variation.width, variation.height) == (192, 192)
     assert variation.steps == int(8 * 0.5)  # no second pass: the source already has the detail
     assert (upscaled.width, upscaled.height) == (384, 384)
+
+
+TINY = DEFAULT_PRESETS["tiny"]
 
 
 # --style NAME and personalization

@@ -49,6 +49,7 @@ Handler = Callable[["RecordedRequest"], Awaitable[Any]]
 API_PREFIX = "/api/v10"
 GATEWAY_PATH = "/gateway-ws"
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+MAX_REQUEST_BYTES = 512 * 1024 * 1024
 # Gateway opcodes.
 OP_DISPATCH = 0
 OP_HEARTBEAT = 1
@@ -250,6 +251,7 @@ class _Fault:
     status: int
     times: int
     retry_after: float
+    when: Callable[[RecordedRequest], bool] | None = None  # only requests that match fail
 
 
 @dataclass
@@ -497,7 +499,9 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}{GATEWAY_PATH}"
 
     async def start(self) -> None:
-        app = web.Application()
+        # Discord takes uploads up to the guild's limit (25 MB+ when boosted); aiohttp's own
+        # default would refuse any request over 1 MB with a 413.
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get(GATEWAY_PATH, self._gateway)
         for method, path, name, handler, bot_auth in self._routes():
             app.router.add_route(method, path, self._endpoint(name, handler, bot_auth=bot_auth))
@@ -544,10 +548,17 @@ class FakeDiscord:
     # -- fault injection --------------------------------------------------------------------------
 
     def fail_next(
-        self, route: str, *, status: int = 429, times: int = 1, retry_after: float = 0.01
+        self,
+        route: str,
+        *,
+        status: int = 429,
+        times: int = 1,
+        retry_after: float = 0.01,
+        when: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
-        """Answer the next ``times`` requests to ``route`` with ``status`` (429: a rate limit)."""
-        self._faults[route] = _Fault(status, times, retry_after)
+        """Answer the next ``times`` requests to ``route`` with ``status`` (429: a rate limit);
+        with ``when``, only the requests it matches (e.g. the edit that carries a result)."""
+        self._faults[route] = _Fault(status, times, retry_after, when)
 
     def expire(self, interaction: FakeInteraction) -> None:
         """Make the interaction's token expire, as after 15 minutes."""
@@ -555,7 +566,7 @@ class FakeDiscord:
 
     def _check_fault(self, record: RecordedRequest) -> None:
         fault = self._faults.get(record.route)
-        if fault is None:
+        if fault is None or (fault.when is not None and not fault.when(record)):
             return
         fault.times -= 1
         if fault.times <= 0:
