@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import TOKEN_ENV, ConfigError, load_config
+from bot.redact import redact_logs
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    # The token now lives in the config: no child process (the engine) inherits it.
+    # The token now lives in the config: no child process (the engine) inherits it, and no log
+    # line shows it (nor any interaction's token).
     os.environ.pop(TOKEN_ENV, None)
+    redact_logs(frozenset({config.discord.token}))
     if args.command == "local":
         from engine.local import run_local
 

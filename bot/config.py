@@ -7,13 +7,13 @@ is reported as such instead of being silently ignored.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.patterns import PatternError, compile_pattern, pattern_problem
 from engine.config import ConfigError, EngineConfig, check_keys, parse_engine_config, take
 
 __all__ = [
@@ -205,10 +205,13 @@ def _parse_moderation(table: Mapping[str, Any]) -> ModerationConfig:
     check_keys(table, {"banned_words", "banned_patterns"}, where)
     patterns = _strings(table, "banned_patterns", where)
     for i, pattern in enumerate(patterns):
-        try:
-            re.compile(pattern, re.IGNORECASE)  # fail at start-up, not on the first prompt
-        except re.error as e:
-            raise ConfigError(f"{where}.banned_patterns[{i}] is not a valid regex: {e}") from None
+        try:  # fail at start-up, not on the first prompt
+            compile_pattern(pattern)
+        except PatternError as e:
+            raise ConfigError(
+                f"{where}.banned_patterns[{i}] is not a pattern the linear-time engine (RE2) can "
+                f"run: {pattern_problem(e)} (lookarounds and backreferences are not supported)"
+            ) from None
     return ModerationConfig(
         banned_words=_strings(table, "banned_words", where),
         banned_patterns=patterns,

@@ -2,15 +2,27 @@
 
 Refusals name the rule that applied: vague moderation messages are a common complaint about
 Midjourney, and a self-hosted bot's operators chose these rules themselves.
+
+Prompts are matched after folding away the usual disguises: Unicode compatibility forms (NFKC:
+ｆｕｌｌｗｉｄｔｈ, 𝐛𝐨𝐥𝐝), invisible format characters (zero-width spaces and joiners, soft
+hyphens, bidi marks), letters of other scripts that look like Latin ones (Cyrillic "gоrе"), and
+case. Admin patterns run on RE2, a linear-time engine: no pattern can stall the bot however it
+is written (features that need backtracking, such as lookarounds and backreferences, are refused
+when the config is read).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Collection
 from typing import Protocol
 
+from confusable_homoglyphs import confusables
+
 from bot.config import ModerationConfig, PermissionsConfig
+from bot.patterns import compile_pattern
 
 
 def access_denied(
@@ -46,14 +58,32 @@ def is_admin(perms: PermissionsConfig, *, user_id: int, role_ids: Collection[int
 
 
 def banned_rule(mod: ModerationConfig, text: str) -> str | None:
-    """The first rule `text` breaks, worded for the refusal message; None when it breaks none."""
+    """The first rule `text` breaks, worded for the refusal message; None when it breaks none.
+    Both the text and the rules are folded (see the module docstring) before they are compared."""
+    folded = fold(text)
     for word in mod.banned_words:
-        if re.search(_word_regex(word), text, re.IGNORECASE):
+        if _word_regex(fold(word)).search(folded):
             return f'the banned word "{word}"'
     for pattern in mod.banned_patterns:
-        if re.search(pattern, text, re.IGNORECASE):  # re caches compiled patterns
+        if compile_pattern(pattern).search(folded):
             return f"the pattern /{pattern}/"
     return None
+
+
+def fold(text: str) -> str:
+    """`text` as moderation reads it: NFKC, without format characters, look-alike letters of
+    other scripts replaced by their Latin twins, case-folded."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(_latin(ch) for ch in text if unicodedata.category(ch) != "Cf").casefold()
+
+
+@functools.lru_cache(maxsize=4096)
+def _latin(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    found = confusables.is_confusable(ch, preferred_aliases=["latin"]) or []
+    twins = [g["c"] for entry in found for g in entry["homoglyphs"] if g["c"].isascii()]
+    return twins[0] if twins else ch
 
 
 def banned_request(mod: ModerationConfig, request: _Prompted) -> str | None:
@@ -75,8 +105,10 @@ class _Prompted(Protocol):
     def personal_styles(self) -> tuple[str, ...]: ...
 
 
-def _word_regex(word: str) -> str:
+@functools.lru_cache(maxsize=1024)
+def _word_regex(word: str) -> re.Pattern[str]:
     # Whole words: like \b…\b, but also right for words that start or end with a symbol
     # ("c++"), where \b would need a letter next to it. Any run of spaces matches a space.
+    # (Python's re is safe here: the word is a literal, nothing can backtrack.)
     body = r"\s+".join(re.escape(w) for w in word.split())
-    return rf"(?<!\w){body}(?!\w)"
+    return re.compile(rf"(?<!\w){body}(?!\w)")

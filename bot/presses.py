@@ -20,6 +20,7 @@ from bot import messages
 from bot.attachments import fit_image
 from bot.buttons import Op, Press, single_view
 from bot.interactions import LoggedModal, attachment_limit, reply_private, user_is_admin
+from bot.moderation import banned_request
 from bot.prompts import Refused, read_user_prompt
 from bot.store import JobStatus, StoredJob
 from engine.intake import Prompt
@@ -59,6 +60,12 @@ class Presses:
                 f"Only {messages.mention(stored.job.owner)}, who made this job, may use its "
                 "buttons.",
             )
+            return
+        # The rules in force now, not when the job was made: an old grid cannot be re-rolled
+        # (or posted again) past a word banned since.
+        rule = banned_request(self.bot.config.moderation, stored.job.request)
+        if rule is not None:
+            await reply_private(interaction, messages.banned(rule))
             return
         await self._run(interaction, stored, press)
 

@@ -116,6 +116,7 @@ class EngineProcess:
             daemon=True,
         )
         self._child_ends = (commands_in, events_out)
+        self._starting: asyncio.Future[None] | None = None
         self._current: Running | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead = False
@@ -123,7 +124,10 @@ class EngineProcess:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.process.start)
+        # Shielded: a thread cannot be cancelled, and stop() must know whether the process is
+        # there (a close during a restart after a crash would otherwise orphan it).
+        self._starting = asyncio.ensure_future(asyncio.to_thread(self.process.start))
+        await asyncio.shield(self._starting)
         for end in self._child_ends:  # so that EOF reaches us when the child exits
             end.close()
         threading.Thread(target=self._read, name="engine-events", daemon=True).start()
@@ -194,7 +198,12 @@ class EngineProcess:
         """Ask the process to finish (closing its command pipe), then kill it if it lingers."""
         self._stopping = True
         self._current = None  # its caller is gone: no one would read an exception set on it
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
         self._commands_out.close()
+        if self.process.pid is None:  # never started
+            self._events_in.close()
+            return
         await asyncio.to_thread(self.process.join, STOP_GRACE_S)
         if self.process.is_alive():
             logger.warning("engine process %s did not stop; killing it", self.process.pid)

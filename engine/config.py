@@ -135,7 +135,9 @@ class EngineConfig:
     shutdown_grace_s: float = 8.0
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
     threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
-    max_loaded_models: int = 2  # presets kept loaded at once; the least recently used goes
+    # presets kept loaded at once; the least recently used goes. 1: two SDXL presets need
+    # ~14 GB of GPU memory, more than most single GPUs have beside the work itself
+    max_loaded_models: int = 1
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
     # [versions]: a Midjourney version ("6.1") → the preset `--v 6.1` runs on; unlisted: default
     versions: Mapping[str, str] = field(default_factory=dict)
@@ -328,7 +330,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         shutdown_grace_s=take(engine, "shutdown_grace", float, 8.0, "engine"),
         upscaler=path(upscaler) if upscaler else None,
         threads=take(engine, "threads", int, 0, "engine"),
-        max_loaded_models=take(engine, "max_loaded_models", int, 2, "engine"),
+        max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
         presets=presets,
         versions=_versions(versions, presets),
     )

@@ -194,11 +194,27 @@ def _check_family(pipe: DiffusionPipeline, preset: ModelPreset) -> None:
 
 
 def _message(preset: ModelPreset, exc: BaseException) -> str:
+    if _out_of_memory(exc):  # the model does not fit: the network and the path are fine
+        return (
+            f"model preset {preset.name!r} does not fit in the GPU's memory (out of memory while "
+            "loading it). Lower [engine] max_loaded_models, use a smaller preset, or set "
+            '[engine] dtype = "float16"'
+        )
     return (
         f"could not load model preset {preset.name!r} from {preset.source}: {_reason(exc)}. "
         f"Check the network or the path in [models.{preset.name}], "
         "or try the tiny preset (--v tiny, or --model tiny locally)"
     )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An out-of-memory anywhere in the chain of causes (diffusers wraps some load errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, torch.cuda.OutOfMemoryError | MemoryError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: BaseException, limit: int = 200) -> str:

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
-from bot.config import ModerationConfig, PermissionsConfig
-from bot.moderation import access_denied, banned_rule, is_admin
+from bot.config import ConfigError, ModerationConfig, PermissionsConfig, load_config
+from bot.moderation import access_denied, banned_rule, fold, is_admin
 
 GUILD, OTHER_GUILD = 100, 101
 CHANNEL, OTHER_CHANNEL = 200, 201
@@ -137,3 +139,54 @@ def test_regex_metacharacters_in_words_are_literal() -> None:
     mod = ModerationConfig(banned_words=("a.b",))
     assert banned_rule(mod, "axb") is None
     assert banned_rule(mod, "see a.b now") == 'the banned word "a.b"'
+
+
+# --- disguises: the text is folded before it is matched --------------------------------------
+
+GORE = ModerationConfig(banned_words=("gore",), banned_patterns=(r"\bblood(y|ied)?\b",))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "lots of g\u200bore",  # a zero-width space inside the word
+        "lots of g\u200dor\u00ade",  # a zero-width joiner and a soft hyphen
+        "lots of g\u043er\u0435",  # Cyrillic о and е
+        "lots of \uff47\uff4f\uff52\uff45",  # fullwidth letters
+        "lots of \U0001d420\U0001d428\U0001d42b\U0001d41e",  # mathematical bold
+        "lots of GORE",
+    ],
+)
+def test_disguised_banned_words_are_caught(text: str) -> None:
+    assert banned_rule(GORE, text) == 'the banned word "gore"'
+
+
+def test_patterns_match_the_folded_text_too() -> None:
+    assert banned_rule(GORE, "a bl\u043e\u043ed\u0443 mess") == r"the pattern /\bblood(y|ied)?\b/"
+    assert banned_rule(GORE, "a \u0432l\u043e\u043ed mess") is None  # в does not look like b
+
+
+@pytest.mark.parametrize("text", ["a gory tale", "gorest", "ore g", "a forest glade"])
+def test_folding_does_not_invent_matches(text: str) -> None:
+    assert banned_rule(GORE, text) is None
+
+
+def test_fold_keeps_other_scripts_that_do_not_look_latin() -> None:
+    assert fold("Ünïcödé 漢字 Ж") == "ünïcödé 漢字 ж"
+    assert fold("\u200bA\u00adB") == "ab"
+
+
+def test_a_pattern_that_would_backtrack_forever_runs_in_linear_time() -> None:
+    """With Python's re this call would not return in the lifetime of the machine (the test's
+    timeout would fail it); RE2 answers at once."""
+    evil = ModerationConfig(banned_patterns=(r"(a+)+$",))
+    assert banned_rule(evil, "a" * 50_000 + "!") is None
+
+
+def test_patterns_re2_cannot_run_are_refused_at_start_up(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[moderation]\nbanned_patterns = ['gore(?=s)']\n")
+    with pytest.raises(
+        ConfigError, match=r"banned_patterns\[0\] is not a pattern .*RE2.*lookarounds"
+    ):
+        load_config(config, env={})

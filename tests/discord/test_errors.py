@@ -275,3 +275,19 @@ async def test_an_error_after_a_public_defer_stays_private(
     assert [m.content for m in h.fake.channel_messages()] == [grid.content]  # no public error
     loading = [m for m in h.fake.messages.values() if m.interaction_id == press.id]
     assert all(m.deleted or m.ephemeral for m in loading)
+
+
+async def test_buttons_apply_the_rules_in_force_when_pressed(harness: Harness) -> None:
+    h = harness
+    before = await h.start()
+    grid = await h.grid("a gory battle")
+    await h.stop(before)
+
+    await h.start(moderation=ModerationConfig(banned_words=("gory",)))  # a rule added since
+
+    for custom_id in (f"mj:r:0:{job_id_of(grid)}", f"mj:v:1:{job_id_of(grid)}"):
+        reply = await h.private_reply(await h.press(grid, custom_id))
+        assert reply.startswith(
+            'Banned prompt detected: your prompt matched the banned word "gory"'
+        )
+    assert len(h.bot.store.user_jobs(str(h.tester))) == 1  # nothing new started

@@ -70,6 +70,8 @@ class BotProcess:
                 self.fake.api_base,
                 self.fake.gateway_url,
                 self.fake.base_url,
+                "--log-level",
+                "DEBUG",  # discord.py then logs every request and gateway event: tokens too
                 "run",
                 "--config",
                 str(self.config),
@@ -193,6 +195,10 @@ async def test_sigkill_mid_job_then_the_grid_arrives_on_the_same_message(
         assert "(seed 5, model slow, 60 steps)" in finished.content
         assert finished.attachments and finished.custom_ids[0] == f"mj:u:1:{job_id(message)}"
         assert record(tmp_path, message) == (JobStatus.DONE, 1)
+        log = bot.log.read_text()
+        assert "[redacted]" in log  # tokens were about to be logged …
+        assert fake.bot_token not in log  # … and none was
+        assert not [i.token for i in fake.interactions.values() if i.token in log]
     finally:
         await bot.kill()
 

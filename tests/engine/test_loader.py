@@ -162,3 +162,20 @@ def test_resolve_dtype() -> None:
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="float16"):
         resolve_dtype("int8", "cpu")
+
+
+def test_out_of_memory_while_loading_says_so_not_check_the_network(
+    config: EngineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def too_big(*args: object) -> None:
+        try:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40 MiB")
+        except torch.cuda.OutOfMemoryError as error:  # wrapped, as diffusers does for some loads
+            raise RuntimeError("Error(s) in loading state_dict") from error
+
+    monkeypatch.setattr("engine.loader._load", too_big)
+    with pytest.raises(ModelLoadError) as info:
+        load_pipeline(DEFAULT_PRESETS["tiny"], config)
+    message = str(info.value)
+    assert "does not fit in the GPU's memory" in message and "max_loaded_models" in message
+    assert "network" not in message
