@@ -27,10 +27,12 @@ from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
 from bot.prefer import PreferCog
 from bot.presses import Presses
+from bot.retention import keep_pruning
 from bot.settings import SettingsButton, SettingsCog, SettingsSelect
 from bot.store import Store
 from engine.client import EngineClient
 from engine.jobs import Engine
+from engine.storage import StorageError, check_storage
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class ImagineBot(commands.Bot):
         self._given_engine = engine
         self._owned_engine: EngineClient | None = None
         self._edit_interval_s = edit_interval_s
+        self._retention: asyncio.Task[None] | None = None
         self.closing = False  # set first on close: new work is refused from then on
 
     async def setup_hook(self) -> None:
@@ -99,6 +102,9 @@ class ImagineBot(commands.Bot):
         for cog in (ImagineCog(self), SettingsCog(self), PreferCog(self), JobCommands(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
+        engine = self.config.engine
+        if engine.keep_days or engine.max_gb:
+            self._retention = asyncio.create_task(keep_pruning(self), name="retention")
         await self.sync_commands()
 
     async def sync_commands(self) -> None:
@@ -126,6 +132,8 @@ class ImagineBot(commands.Bot):
         if self.closing:
             return
         self.closing = True
+        if self._retention is not None:
+            self._retention.cancel()
         try:
             if self._owned_engine is not None:
                 await self._owned_engine.close(self.config.engine.shutdown_grace_s)
@@ -165,8 +173,9 @@ def run_bot(config: BotConfig) -> int:
     """`imagine-bot run`: the process's exit status."""
     try:
         token = require_token(config)
-    except ConfigError as error:
-        logger.error("%s", error)
+        check_storage(config.engine.storage)
+    except (ConfigError, StorageError) as error:
+        logger.error("%s", error.strerror if isinstance(error, StorageError) else error)
         return 2
     try:
         asyncio.run(main(config, token))

@@ -63,7 +63,7 @@ class JobCommands(commands.Cog):
             )
             return
         if not all(path.exists() for path in (stored.result.grid, *stored.result.images) if path):
-            await reply_private(interaction, "That job's images are no longer in storage.")
+            await reply_private(interaction, messages.expired(self.bot.config.engine))
             return
         await interaction.response.defer(thinking=True)
         state = await finished_state(stored.job, stored.result, attachment_limit(interaction))

@@ -15,7 +15,9 @@ they go back to the queue, and their message says the bot is restarting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -149,11 +151,22 @@ class Deliveries:
             admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
             if not admission.allowed:
                 return admission, []
-            submitted = []
+            submitted: list[Submitted] = []
             for job in jobs:
-                bot.store.add_job(
-                    job, channel_id=interaction.channel_id, guild_id=interaction.guild_id
-                )
+                try:
+                    bot.store.add_job(
+                        job, channel_id=interaction.channel_id, guild_id=interaction.guild_id
+                    )
+                except sqlite3.OperationalError as error:  # "database or disk is full"
+                    if "full" not in str(error):
+                        raise
+                    logger.error("could not save job %s: %s", job.id, error)
+                    for each in submitted:  # all of them, or none
+                        await bot.engine.cancel(each.job.id)
+                        with contextlib.suppress(sqlite3.OperationalError):
+                            bot.store.set_status(each.job.id, JobStatus.CANCELLED)
+                            bot.store.set_delivered(each.job.id)
+                    return Admission(False, messages.DISK_FULL), []
                 submitted.append(Submitted(job, await bot.engine.submit(job)))
         return admission, submitted
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.store import StoredJob
+from engine.config import EngineConfig
 from engine.jobs import Job, JobKind, JobResult, Strength
 from engine.prompt import PromptError
 
@@ -28,6 +29,7 @@ INTERRUPTED_TWICE = (
 )
 NOT_POSTED = "Discord refused this job's message, so the job was not started. Please try again."
 UNDELIVERED = "could not deliver the result"
+DISK_FULL = "The server's disk is full, so no new job can be saved. Please tell its owner."
 
 
 def mention(user_id: str | int) -> str:
@@ -108,6 +110,13 @@ def single_image(job: Job, number: int, presser: int, result: JobResult) -> str:
 
 def prompt_error(error: PromptError) -> str:
     return f"**{error.title}**\n{error.message}"
+
+
+def expired(engine: EngineConfig) -> str:
+    """A button of a job whose images retention (or someone) deleted."""
+    if engine.keep_days:
+        return f"This image has expired: this server keeps images for {engine.keep_days:g} days."
+    return "This image has expired: it is no longer in the bot's storage."
 
 
 def prompt_notes(notes: Sequence[str]) -> str:

@@ -122,7 +122,7 @@ class Presses:
             await reply_private(interaction, "This job has no such image.")
             return False
         if not result.images[index].exists():
-            await reply_private(interaction, "That image is no longer in the bot's storage.")
+            await reply_private(interaction, messages.expired(self.bot.config.engine))
             return False
         return True
 

@@ -15,7 +15,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -197,12 +197,20 @@ def job_from_json(s: str) -> Job:
     )
 
 
-def result_to_json(result: JobResult) -> str:
+def result_to_json(result: JobResult, root: Path | None = None) -> str:
+    """Image paths under `root` (the storage directory) are kept relative to it, so the storage
+    can move (as the Docker setup's volume does) without breaking old buttons."""
+
+    def keep(path: Path) -> str:
+        if root is not None and path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+        return str(path)
+
     return json.dumps(
         {
             "job_id": result.job_id,
-            "images": [str(p) for p in result.images],
-            "grid": None if result.grid is None else str(result.grid),
+            "images": [keep(p) for p in result.images],
+            "grid": None if result.grid is None else keep(result.grid),
             "seeds": list(result.seeds),
             "width": result.width,
             "height": result.height,
@@ -213,12 +221,17 @@ def result_to_json(result: JobResult) -> str:
     )
 
 
-def result_from_json(s: str) -> JobResult:
+def result_from_json(s: str, root: Path | None = None) -> JobResult:
+    """Relative image paths are resolved against `root` (the storage directory)."""
     d = json.loads(s)
+
+    def place(path: str) -> Path:
+        return root / path if root is not None and not Path(path).is_absolute() else Path(path)
+
     return JobResult(
         job_id=d["job_id"],
-        images=tuple(Path(p) for p in d["images"]),
-        grid=None if d["grid"] is None else Path(d["grid"]),
+        images=tuple(place(p) for p in d["images"]),
+        grid=None if d["grid"] is None else place(d["grid"]),
         seeds=tuple(d["seeds"]),
         width=d["width"],
         height=d["height"],
@@ -257,8 +270,29 @@ def settings_from_json(s: str) -> UserSettings:
 
 # --- the database ------------------------------------------------------------------------------
 
+
+def _relative_image_paths(db: sqlite3.Connection) -> None:
+    """Results written with absolute paths (before version 4) get paths relative to the storage
+    directory, wherever that directory was then: `/old/data/images/<job>/0.png` becomes
+    `images/<job>/0.png`."""
+    rows = db.execute("SELECT id, result FROM jobs WHERE result IS NOT NULL").fetchall()
+    for job_id, text in rows:
+        result = json.loads(text)
+        result["images"] = [_relative_to_storage(p, job_id) for p in result["images"]]
+        result["grid"] = _relative_to_storage(result["grid"], job_id)
+        db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
+
+
+def _relative_to_storage(path: str | None, job_id: str) -> str | None:
+    parts = None if path is None else Path(path).parts
+    if parts is None or len(parts) < 3 or parts[-3:-1] != ("images", job_id):
+        return path
+    return "/".join(parts[-3:])
+
+
+Migration = str | Callable[[sqlite3.Connection], None]
 # MIGRATIONS[i] takes the schema from version i to i + 1; append, never edit a shipped one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
     (
         """CREATE TABLE jobs (
             id TEXT PRIMARY KEY,
@@ -292,6 +326,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN delivered_at REAL",
         "UPDATE jobs SET delivered_at = updated_at WHERE status IN ('done', 'failed', 'cancelled')",
     ),
+    (_relative_image_paths,),
 )
 PROFILE_CODE_LENGTH = 7  # like Midjourney's codes: `--p 4x7kq2m`
 _CODE_ALPHABET = string.ascii_lowercase + string.digits
@@ -308,6 +343,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._root = path.parent  # the storage directory: image paths are kept relative to it
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False)
         try:
@@ -344,8 +380,11 @@ class Store:
                     f"({SCHEMA_VERSION}); upgrade the bot"
                 )
             for i in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[i]:
-                    self._db.execute(statement)
+                for step in MIGRATIONS[i]:
+                    if isinstance(step, str):
+                        self._db.execute(step)
+                    else:
+                        step(self._db)
                 log.info("database schema migrated to version %d", i + 1)
             self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
@@ -378,7 +417,7 @@ class Store:
 
     def get_job(self, job_id: str) -> StoredJob | None:
         rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return _stored_job(rows[0]) if rows else None
+        return _stored_job(rows[0], self._root) if rows else None
 
     def set_message(self, job_id: str, channel_id: int | None, message_id: int) -> None:
         changed = self._write(
@@ -399,7 +438,7 @@ class Store:
         changed = self._write(
             "UPDATE jobs SET status = ?, result = ?, error = ?, updated_at = ?,"
             " delivered_at = CASE WHEN ? THEN NULL ELSE delivered_at END WHERE id = ?",
-            (status.value, None if result is None else result_to_json(result), error,
+            (status.value, None if result is None else result_to_json(result, self._root), error,
              time.time(), status in FINISHED, job_id),
         )  # fmt: skip
         _check_found(changed, job_id)
@@ -435,7 +474,7 @@ class Store:
             " ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (owner, *(s.value for s in chosen), limit),
         )
-        return [_stored_job(row) for row in rows]
+        return [_stored_job(row, self._root) for row in rows]
 
     def unfinished_jobs(self) -> list[StoredJob]:
         """Running, then queued jobs, each oldest first: what a restart resubmits, in order."""
@@ -444,7 +483,7 @@ class Store:
             " ORDER BY status = 'queued', created_at, rowid",
             tuple(s.value for s in UNFINISHED),
         )
-        return [_stored_job(row) for row in rows]
+        return [_stored_job(row, self._root) for row in rows]
 
     def undelivered_jobs(self) -> list[StoredJob]:
         """Finished jobs whose last message has not reached their owner yet, oldest first."""
@@ -454,7 +493,7 @@ class Store:
             " ORDER BY created_at, rowid",
             tuple(s.value for s in FINISHED),
         )
-        return [_stored_job(row) for row in rows]
+        return [_stored_job(row, self._root) for row in rows]
 
     # --- settings
 
@@ -505,7 +544,7 @@ class Store:
         return self._write("DELETE FROM profiles WHERE user_id = ?", (user_id,)) > 0
 
 
-def _stored_job(row: tuple[Any, ...]) -> StoredJob:
+def _stored_job(row: tuple[Any, ...], root: Path) -> StoredJob:
     job, status, created_at, channel_id, message_id, result, error = row[:7]
     guild_id, interruptions, delivered_at = row[7:]
     return StoredJob(
@@ -514,7 +553,7 @@ def _stored_job(row: tuple[Any, ...]) -> StoredJob:
         created_at=created_at,
         channel_id=channel_id,
         message_id=message_id,
-        result=None if result is None else result_from_json(result),
+        result=None if result is None else result_from_json(result, root),
         error=error,
         guild_id=guild_id,
         interruptions=interruptions,

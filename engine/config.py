@@ -127,6 +127,8 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU
     storage: Path = Path("./data")  # images under storage/images, SQLite at storage/bot.sqlite3
+    keep_days: float = 0.0  # images older than this are deleted (0: kept forever)
+    max_gb: float = 0.0  # the oldest images are deleted past this many GB in all (0: no limit)
     cache_dir: Path | None = None  # hub downloads and built-in models; None: storage/models
     preload: bool = True  # load the default preset when the engine process starts
     preview_every: int = 4  # send a preview every N steps (0: never)
@@ -303,7 +305,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         },
         "engine",
     )
-    check_keys(storage, {"path"}, "storage")
+    check_keys(storage, {"path", "keep_days", "max_gb"}, "storage")
 
     presets = dict(DEFAULT_PRESETS)
     for name, table in models.items():
@@ -323,6 +325,8 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         device=_choice(take(engine, "device", str, "auto", "engine"), DEVICES, "engine.device"),
         dtype=_choice(take(engine, "dtype", str, "auto", "engine"), DTYPES, "engine.dtype"),
         storage=path(take(storage, "path", str, "./data", "storage")),
+        keep_days=take(storage, "keep_days", float, 0.0, "storage"),
+        max_gb=take(storage, "max_gb", float, 0.0, "storage"),
         cache_dir=path(cache_dir) if cache_dir else None,
         preload=take(engine, "preload", bool, True, "engine"),
         preview_every=take(engine, "preview_every", int, 4, "engine"),
@@ -349,6 +353,9 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
     if config.job_timeout_s <= 0:
         raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
+    for key, value in (("keep_days", config.keep_days), ("max_gb", config.max_gb)):
+        if value < 0:
+            raise ConfigError(f"storage.{key} must be 0 (no limit) or more, got {value:g}")
     if config.shutdown_grace_s < 0:
         raise ConfigError(f"engine.shutdown_grace must be 0 or more, got {config.shutdown_grace_s}")
     for preset in presets.values():

@@ -14,6 +14,7 @@ from engine.config import ConfigError, EngineConfig
 from engine.intake import prompt_jobs, read_prompt
 from engine.jobs import JobFailed, Progress, Queued, Started
 from engine.prompt import PromptError
+from engine.storage import StorageError, check_storage
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_LOCAL_JOBS = 40
@@ -44,6 +45,11 @@ async def run_local(
         return EXIT_USAGE
     except ConfigError as error:  # an unknown --model / --v
         print(f"Invalid parameter: {error}", file=err)
+        return EXIT_USAGE
+    try:
+        check_storage(config.storage)
+    except StorageError as error:
+        print(f"Storage: {error.strerror}", file=err)
         return EXIT_USAGE
 
     for note in reading.notes:  # what was mapped, rounded or ignored (bold is for Discord)

@@ -6,10 +6,15 @@ A1111 style for other tools, "imagine-bot" as JSON for ours). Pure Python (Pillo
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
-from collections.abc import Mapping
+import shutil
+import time
+import uuid
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,16 @@ from PIL.PngImagePlugin import PngInfo
 
 METADATA_KEY = "imagine-bot"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+MIN_FREE_BYTES = 64 * 1024 * 1024  # below this at start-up the disk counts as full
+DISK_FULL = (
+    "the server's disk is full: the images could not be saved "
+    "(its owner can free space, or set [storage] max_gb)"
+)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StorageError(OSError):
+    """Storage that cannot take images (full, or not writable); the message says which."""
 
 
 class ImageStore:
@@ -38,14 +53,22 @@ class ImageStore:
         return self.job_dir(job_id) / "grid.png"
 
     def save(self, image: Image.Image, path: Path, metadata: Mapping[str, Any]) -> Path:
-        """Write atomically (temp file + rename) so a crash never leaves half an image."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write atomically (temp file + rename) so a crash never leaves half an image; a full
+        disk leaves nothing behind and raises StorageError(DISK_FULL)."""
         info = PngInfo()
         info.add_text("parameters", a1111_parameters(metadata))
         info.add_text(METADATA_KEY, json.dumps(dict(metadata), sort_keys=True))
         tmp = path.with_suffix(".tmp")
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(tmp, format="PNG", pnginfo=info)
+            os.replace(tmp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if error.errno in _FULL:
+                raise StorageError(error.errno, DISK_FULL) from error
+            raise
         return path
 
     def load(self, job_id: str, index: int) -> Image.Image:
@@ -54,6 +77,62 @@ class ImageStore:
             raise FileNotFoundError(f"image {index + 1} of job {job_id} is not in storage")
         with Image.open(path) as image:
             return image.convert("RGB")
+
+
+def check_storage(root: Path) -> None:
+    """At start-up: the storage directory exists (or can be made), takes a file, and its disk is
+    not full. StorageError names the directory and the problem."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        if error.errno in _FULL:
+            raise StorageError(error.errno, f"the disk of the storage {root} is full") from error
+        raise StorageError(
+            error.errno, f"the storage {root} is not writable: {error.strerror or error}"
+        ) from error
+    free = shutil.disk_usage(root).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(
+            errno.ENOSPC,
+            f"the disk of the storage {root} is full ({free // (1024 * 1024)} MB free; "
+            f"at least {MIN_FREE_BYTES // (1024 * 1024)} MB are needed)",
+        )
+
+
+def prune(
+    images: Path,
+    *,
+    keep_days: float,
+    max_bytes: int,
+    protect: Collection[str] = (),
+    now: float | None = None,
+) -> list[str]:
+    """Delete whole job folders, oldest first: every one older than `keep_days` (0: no age
+    limit), then more while all of them take more than `max_bytes` (0: no size limit). Folders
+    named in `protect` (the sources of jobs still to run) stay. The job ids removed."""
+    now = time.time() if now is None else now
+    folders = []
+    for folder in images.iterdir() if images.is_dir() else ():
+        if not (folder.is_dir() and _JOB_ID.match(folder.name)):
+            continue
+        files = [f.stat() for f in folder.iterdir() if f.is_file()]
+        newest = max((f.st_mtime for f in files), default=folder.stat().st_mtime)
+        folders.append((newest, sum(f.st_size for f in files), folder))
+    folders.sort()  # oldest first
+    total = sum(size for _, size, _ in folders)
+    removed: list[str] = []
+    for newest, size, folder in folders:
+        too_old = keep_days > 0 and now - newest > keep_days * 86400
+        too_much = max_bytes > 0 and total > max_bytes
+        if not (too_old or too_much) or folder.name in protect:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= size
+        removed.append(folder.name)
+    return removed
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def _run(
     """The job's terminal event, and whether the process must end after it (a GPU fault)."""
     from engine.generate import GenerationError, JobCancelledError
     from engine.loader import ModelLoadError
+    from engine.storage import StorageError
 
     def progress(step: int, total: int, preview: bytes | None) -> None:
         send(Progress(job.id, step, total, preview))
@@ -114,6 +115,9 @@ def _run(
         result = generator.run(job, progress, lambda: job.id in cancelled)
     except JobCancelledError:
         return Cancelled(job.id), False
+    except StorageError as error:  # a full disk: nothing half-written is left behind
+        logger.error("job %s: %s", job.id, error.strerror)
+        return Failed(job.id, error.strerror or UNEXPECTED), False
     except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
         # FileNotFoundError: a vary/upscale source that is no longer in storage
         logger.warning("job %s failed: %s", job.id, error, exc_info=True)

@@ -58,7 +58,7 @@ def test_example_file_documents_every_key() -> None:
             "model", "device", "dtype", "cache_dir", "preload", "preview_every", "job_timeout",
             "shutdown_grace", "upscaler", "threads", "max_loaded_models",
         ],
-        "storage": ["path"],
+        "storage": ["path", "keep_days", "max_gb"],
         "models.dreamshaper": [
             "source", "family", "base_resolution", "steps", "guidance", "sampler", "revision",
             "variant", "vae", "preview", "style", "styles", "draft",
@@ -210,6 +210,9 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[models.niji]\nstyles = 'cute'\n", r"models\.niji\.styles must be dict"),
         ("[engine]\nmodle = 'sdxl'\n", r"unknown key engine\.modle"),
         ("[engine]\nshutdown_grace = -1\n", r"engine\.shutdown_grace must be 0 or more"),
+        ("[storage]\nkeep_days = -1\n", r"storage\.keep_days must be 0 \(no limit\) or more"),
+        ("[storage]\nmax_gb = 'lots'\n", r"storage\.max_gb must be float"),
+        ("[storage]\nkeepdays = 3\n", r"unknown key storage\.keepdays"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:

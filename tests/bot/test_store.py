@@ -76,7 +76,7 @@ FULL_JOB = Job(
 )
 FULL_RESULT = JobResult(
     job_id="f" * 32,
-    images=(Path("/data/images/a-0.png"), Path("relative/a-1.png")),
+    images=(Path("/data/images/a-0.png"), Path("/elsewhere/a-1.png")),
     grid=Path("/data/images/a-grid.png"),
     seeds=(7, 8),
     width=1344,
@@ -351,3 +351,56 @@ def test_a_database_of_the_first_schema_is_migrated_with_its_jobs(tmp_path: Path
     assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (
         SCHEMA_VERSION,
     )
+
+
+def test_image_paths_are_kept_relative_so_the_storage_can_move(tmp_path: Path) -> None:
+    """As the Docker setup does: the same storage directory, mounted somewhere else."""
+    old_root = tmp_path / "old"
+    job = new_job()
+    images = tuple(old_root / "images" / job.id / f"{i}.png" for i in range(4))
+    result = replace(FULL_RESULT, job_id=job.id, images=images, grid=images[0].parent / "grid.png")
+    with Store(old_root / "bot.sqlite3") as store:
+        store.add_job(job)
+        store.set_status(job.id, JobStatus.DONE, result=result)
+    raw = sqlite3.connect(old_root / "bot.sqlite3").execute("SELECT result FROM jobs").fetchone()
+    assert f'"images/{job.id}/0.png"' in raw[0] and str(old_root) not in raw[0]
+
+    new_root = tmp_path / "moved"
+    old_root.rename(new_root)
+    with Store(new_root / "bot.sqlite3") as store:
+        stored = store.get_job(job.id)
+    assert stored is not None and stored.result is not None
+    assert stored.result.images[2] == new_root / "images" / job.id / "2.png"
+    assert stored.result.grid == new_root / "images" / job.id / "grid.png"
+
+
+def test_absolute_paths_of_an_older_database_are_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (3)")
+    for version in range(3):
+        for step in MIGRATIONS[version]:
+            assert isinstance(step, str)
+            db.execute(step)
+    job = new_job()
+    old = replace(
+        FULL_RESULT,
+        job_id=job.id,
+        images=(Path(f"/srv/old-place/images/{job.id}/0.png"),),
+        grid=Path(f"/srv/old-place/images/{job.id}/grid.png"),
+    )
+    db.execute(
+        "INSERT INTO jobs (id, owner, status, created_at, updated_at, job, result)"
+        " VALUES (?, '1', 'done', 0, 0, ?, ?)",
+        (job.id, job_to_json(job), result_to_json(old)),
+    )
+    db.commit()
+    db.close()
+
+    with Store(path) as store:
+        stored = store.get_job(job.id)
+
+    assert stored is not None and stored.result is not None
+    assert stored.result.images == (tmp_path / "images" / job.id / "0.png",)
+    assert stored.result.grid == tmp_path / "images" / job.id / "grid.png"

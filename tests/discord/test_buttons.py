@@ -321,7 +321,10 @@ async def test_an_image_gone_from_storage_is_reported(
 
     press = await h.press(grid, f"mj:u:1:{job_id_of(grid)}")
 
-    assert await h.private_reply(press) == "That image is no longer in the bot's storage."
+    assert (
+        await h.private_reply(press)
+        == "This image has expired: it is no longer in the bot's storage."
+    )
 
 
 async def test_remix_applies_the_pressers_stylize_setting(

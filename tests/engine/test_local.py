@@ -95,3 +95,14 @@ def test_local_runs_a_pasted_gallery_prompt_and_says_what_it_changed(
     assert (meta["model"], meta["seed"], meta["stylize"]) == ("tiny-xl", 9, 0)  # raw: no style
     with Image.open(tmp_path / "spirit.png") as grid:
         assert grid.width > grid.height
+
+
+def test_local_refuses_storage_it_cannot_write_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "config.toml"
+    config.write_text('[engine]\nmodel = "tiny"\n[storage]\npath = "a-file/data"\n')
+
+    assert main(["local", "a fox", "--config", str(config)]) == 2
+    assert "Storage: the storage" in capsys.readouterr().err

@@ -4,6 +4,7 @@ error fails only its job."""
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterator
 from multiprocessing import Pipe
@@ -15,6 +16,7 @@ import torch
 
 from engine.jobs import Failed, Job, JobEvent, Started, imagine_job
 from engine.prompt import parse_prompt
+from engine.storage import DISK_FULL, StorageError
 from engine.worker import GPU_FAULT, UNEXPECTED, poisons_the_device, serve
 
 TIMEOUT = 10
@@ -106,3 +108,16 @@ def test_another_error_fails_only_its_job(close_pipes: list[Connection]) -> None
 )
 def test_which_errors_poison_the_device(error: Exception, poisoned: bool) -> None:
     assert poisons_the_device(error) is poisoned
+
+
+def test_a_full_disk_fails_its_job_plainly_and_the_process_goes_on(
+    close_pipes: list[Connection],
+) -> None:
+    generator = FailingGenerator(StorageError(errno.ENOSPC, DISK_FULL))
+    served = Served(generator)
+    close_pipes.append(served.commands)
+    first = job()
+    served.commands.send(("run", first))
+
+    assert served.events_of(2) == [Started(first.id), Failed(first.id, DISK_FULL)]
+    assert served.thread.is_alive()

@@ -1,0 +1,106 @@
+"""Storage: retention (prune), a full disk while saving, and the start-up check."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from engine.storage import (
+    DISK_FULL,
+    MIN_FREE_BYTES,
+    ImageStore,
+    StorageError,
+    check_storage,
+    prune,
+)
+
+DAY = 86400.0
+NOW = 1_800_000_000.0
+
+
+def job_folder(images: Path, n: int, age_days: float, size: int = 1000) -> str:
+    job_id = f"{n:032x}"
+    folder = images / job_id
+    folder.mkdir(parents=True)
+    for name in ("0.png", "grid.png"):
+        file = folder / name
+        file.write_bytes(b"x" * size)
+        os.utime(file, (NOW - age_days * DAY,) * 2)
+    return job_id
+
+
+def test_prune_deletes_folders_older_than_keep_days(tmp_path: Path) -> None:
+    old, recent = job_folder(tmp_path, 1, 40), job_folder(tmp_path, 2, 5)
+
+    removed = prune(tmp_path, keep_days=30, max_bytes=0, now=NOW)
+
+    assert removed == [old]
+    assert not (tmp_path / old).exists() and (tmp_path / recent).exists()
+
+
+def test_prune_deletes_the_oldest_until_under_max_bytes(tmp_path: Path) -> None:
+    ids = [job_folder(tmp_path, n, age, size=1000) for n, age in ((1, 3), (2, 2), (3, 1))]
+
+    removed = prune(tmp_path, keep_days=0, max_bytes=4500, now=NOW)  # 6000 bytes in all
+
+    assert removed == [ids[0]]  # 4000 left
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ids[1:]
+
+
+def test_prune_never_deletes_a_protected_source(tmp_path: Path) -> None:
+    source, other = job_folder(tmp_path, 1, 40), job_folder(tmp_path, 2, 40)
+
+    assert prune(tmp_path, keep_days=1, max_bytes=0, protect={source}, now=NOW) == [other]
+    assert (tmp_path / source).exists()
+
+
+def test_prune_without_limits_or_images_deletes_nothing(tmp_path: Path) -> None:
+    job_folder(tmp_path, 1, 400)
+    (tmp_path / "not-a-job").mkdir()
+    assert prune(tmp_path, keep_days=0, max_bytes=0, now=NOW) == []
+    assert prune(tmp_path / "missing", keep_days=1, max_bytes=1, now=NOW) == []
+    assert (tmp_path / "not-a-job").exists()
+
+
+def test_a_full_disk_while_saving_leaves_nothing_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ImageStore(tmp_path)
+    path = store.image_path("a" * 32, 0)
+
+    def full(self: Image.Image, fp: Path, *args: object, **kwargs: object) -> None:
+        Path(fp).write_bytes(b"half an ima")  # what a real write gets to before ENOSPC
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(StorageError) as info:
+        store.save(Image.new("RGB", (8, 8)), path, {"prompt": "x"})
+
+    assert info.value.strerror == DISK_FULL
+    assert list(path.parent.iterdir()) == []  # no half-written file
+
+
+def test_check_storage_accepts_a_writable_directory_and_makes_it(tmp_path: Path) -> None:
+    check_storage(tmp_path / "new" / "data")
+    assert (tmp_path / "new" / "data").is_dir()
+    assert list((tmp_path / "new" / "data").iterdir()) == []  # the probe is gone
+
+
+def test_check_storage_names_a_path_that_cannot_be_a_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match=r"the storage .*file/data is not writable"):
+        check_storage(blocker / "data")
+
+
+def test_check_storage_refuses_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        "engine.storage.shutil.disk_usage", lambda path: SimpleNamespace(free=MIN_FREE_BYTES - 1)
+    )
+    with pytest.raises(StorageError, match=r"is full .*MB free; at least 64 MB are needed"):
+        check_storage(tmp_path)
