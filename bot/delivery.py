@@ -49,6 +49,7 @@ from engine.jobs import (
     JobHandle,
     JobKind,
     JobResult,
+    Loading,
     Progress,
     Queued,
     Started,
@@ -253,6 +254,8 @@ class Deliveries:
             return MessageState(
                 messages.waiting(job, event.position), cancel_view(job.id), position=event.position
             )
+        if isinstance(event, Loading):
+            return MessageState(messages.loading(job, event.model), cancel_view(job.id))
         if isinstance(event, Started):
             return MessageState(messages.running(job, 0), cancel_view(job.id))
         if isinstance(event, Progress):

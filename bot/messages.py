@@ -80,6 +80,10 @@ def waiting(job: Job, position: int) -> str:
     return f"{headline(job)} ({status})"
 
 
+def loading(job: Job, model: str) -> str:
+    return f"{headline(job)} (Loading model {model}…)"
+
+
 def running(job: Job, percent: int) -> str:
     return f"{headline(job)} ({percent}%)"
 

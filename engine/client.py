@@ -39,6 +39,7 @@ from engine.jobs import (
     JobEvent,
     JobFailed,
     JobResult,
+    Loading,
     Queued,
     Started,
 )
@@ -286,6 +287,11 @@ class EngineClient:
             return True
         if self._running is not None and self._running.id == job_id and self._process:
             self._process.cancel(job_id)
+            handle = self._handles.get(job_id)
+            if handle is not None and isinstance(handle.last, Loading):
+                # A load (a download, even) cannot be stopped halfway: say Cancelled now; the
+                # engine drops the job once its model is in.
+                handle.push(Cancelled(job_id))
             return True
         return False
 

@@ -124,6 +124,9 @@ class Generator:
         self._gan: Upscaler | None = None
         self._gan_loaded = False
 
+    def is_loaded(self, name: str) -> bool:
+        return self.config.preset(name).name in self._models
+
     def model(self, name: str) -> LoadedModel:
         preset = self.config.preset(name)
         if preset.name in self._models:

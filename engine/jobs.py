@@ -169,11 +169,19 @@ class JobResult:
 
 
 # Events, in the order a caller sees them:
-# Queued* → Started → Progress* → Done | Failed | Cancelled | Interrupted.
+# Queued* → Loading? → Started → Progress* → Done | Failed | Cancelled | Interrupted.
 @dataclass(frozen=True)
 class Queued:
     job_id: str
     position: int  # 1 = next to start
+
+
+@dataclass(frozen=True)
+class Loading:
+    """The job is next, and its model is being loaded first (which may mean a download)."""
+
+    job_id: str
+    model: str
 
 
 @dataclass(frozen=True)
@@ -218,7 +226,7 @@ class Interrupted:
     job_id: str
 
 
-JobEvent = Queued | Started | Progress | Done | Failed | Cancelled | Interrupted
+JobEvent = Queued | Loading | Started | Progress | Done | Failed | Cancelled | Interrupted
 TERMINAL_EVENTS = (Done, Failed, Cancelled, Interrupted)
 
 

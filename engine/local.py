@@ -12,7 +12,7 @@ from tqdm import tqdm
 from engine.client import EngineClient
 from engine.config import ConfigError, EngineConfig
 from engine.intake import prompt_jobs, read_prompt
-from engine.jobs import JobFailed, Progress, Queued, Started
+from engine.jobs import JobFailed, Loading, Progress, Queued, Started
 from engine.prompt import PromptError
 from engine.storage import StorageError, check_storage
 
@@ -62,6 +62,8 @@ async def run_local(
                 async for event in handle.events():
                     if isinstance(event, Queued):
                         bar.set_postfix_str(f"queued ({event.position})")
+                    elif isinstance(event, Loading):
+                        bar.set_postfix_str(f"loading model {event.model}")
                     elif isinstance(event, Started):
                         bar.set_postfix_str("starting")
                     elif isinstance(event, Progress):

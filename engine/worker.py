@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from engine.config import ConfigError, EngineConfig
-from engine.jobs import Cancelled, Done, Failed, Job, JobEvent, Progress, Started
+from engine.jobs import Cancelled, Done, Failed, Job, JobEvent, Loading, Progress, Started
 
 if TYPE_CHECKING:  # torch and diffusers load in the engine process only, inside main()
     from engine.generate import Generator
@@ -110,7 +110,11 @@ def _run(
     try:
         if job.id in cancelled:
             raise JobCancelledError
+        if not generator.is_loaded(job.model):
+            send(Loading(job.id, job.model))
         generator.model(job.model)  # load first: loading (even downloading) is not the job's time
+        if job.id in cancelled:  # cancelled while its model loaded
+            raise JobCancelledError
         send(Started(job.id))
         result = generator.run(job, progress, lambda: job.id in cancelled)
     except JobCancelledError:

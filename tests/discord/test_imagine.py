@@ -162,3 +162,20 @@ async def test_a_prompt_cannot_ping_anyone_but_its_owner(harness: Harness) -> No
     )
     assert final.payload["allowed_mentions"]["parse"] == []
     assert final.payload["allowed_mentions"]["users"] == [h.tester]
+
+
+async def test_a_job_whose_model_must_load_first_says_so(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    await h.grid("warm the other model --v tiny-xl")  # one model is kept: tiny is unloaded now
+
+    interaction = await h.imagine("a cold start --v tiny")
+    message = await h.job_message(interaction)
+    await h.finished(message.id)
+
+    shown = [
+        str(r.payload.get("content"))
+        for r in h.fake.requests
+        if r.route == "webhook_message_edit" and r.params["token"] == interaction.token
+    ]
+    assert f"**a cold start --v tiny** - <@{h.tester}> (Loading model tiny…)" in shown

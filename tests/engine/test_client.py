@@ -21,6 +21,7 @@ from engine.jobs import (
     Job,
     JobEvent,
     JobFailed,
+    Loading,
     Progress,
     Queued,
     Started,
@@ -255,3 +256,27 @@ async def test_cancel_and_close_survive_a_dead_engine_process(engine_config: Eng
     await engine.cancel(running.job.id)  # must not raise
     await asyncio.wait_for(engine.close(), TIMEOUT)
     assert isinstance((await collect(running))[-1], Cancelled | Interrupted)
+
+
+async def test_a_job_whose_model_is_not_loaded_says_loading_first(engine: EngineClient) -> None:
+    first = await engine.submit(imagine_job(parse_prompt("a red fox"), model="tiny-xl"))
+    events = await collect(first)
+    second = await engine.submit(imagine_job(parse_prompt("a red fox"), model="tiny-xl"))
+    again = await collect(second)
+
+    kinds = [type(e) for e in events if not isinstance(e, Queued)]
+    assert kinds[:2] == [Loading, Started] and events[-1].__class__ is Done
+    assert Loading(first.job.id, "tiny-xl") in events
+    assert not any(isinstance(e, Loading) for e in again)  # loaded now
+
+
+async def test_cancelling_while_the_model_loads_answers_at_once(engine: EngineClient) -> None:
+    handle = await engine.submit(imagine_job(parse_prompt("a red fox"), model="tiny-xl"))
+    await wait_for(handle, Loading)
+
+    assert await engine.cancel(handle.job.id)
+
+    rest = await collect(handle)
+    assert rest == [Cancelled(handle.job.id)]  # before it ever started
+    after = await engine.submit(job())  # and the engine goes on
+    assert isinstance((await collect(after))[-1], Done)

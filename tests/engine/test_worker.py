@@ -29,6 +29,9 @@ class FailingGenerator:
         self.error = error
         self.ran: list[str] = []
 
+    def is_loaded(self, name: str) -> bool:
+        return True
+
     def model(self, name: str) -> None:
         return None
 
