@@ -147,6 +147,9 @@ class Deliveries:
         bot = self._bot
         if bot.closing:
             return Admission(False, messages.RESTARTING), []
+        down = bot.engine.unavailable()
+        if down is not None:  # no job is accepted into a void
+            return Admission(False, down), []
         owner = str(interaction.user.id)
         async with self._admitting:
             admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))

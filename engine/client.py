@@ -21,7 +21,7 @@ import logging
 import multiprocessing
 import threading
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import TracebackType
@@ -50,6 +50,13 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
 RUNS_PER_JOB = 2  # a job whose engine process dies under it runs once more, in a new process
 DIED = "the engine stopped unexpectedly while running this job, twice; it was not retried again"
+# A process that dies before it is ready (a broken install, a CUDA driver that does not load) is
+# started again after these pauses (then every last one), and no job is taken meanwhile.
+START_RETRY_DELAYS_S = (5.0, 15.0, 60.0, 300.0)
+ENGINE_DOWN = (
+    "The image engine could not start (the server log says why); it is being retried. "
+    "Try again in a few minutes."
+)
 
 
 class EngineDiedError(RuntimeError):
@@ -100,6 +107,7 @@ class Running:
     handle: Handle
     started: asyncio.Future[None]  # set by its Started event
     done: asyncio.Future[JobEvent]  # its terminal event; EngineDiedError if the process dies
+    loading: asyncio.Future[None]  # set by its Loading event
 
 
 class EngineProcess:
@@ -118,6 +126,7 @@ class EngineProcess:
         )
         self._child_ends = (commands_in, events_out)
         self._starting: asyncio.Future[None] | None = None
+        self.ready: asyncio.Future[None] | None = None  # EngineDiedError if it dies before
         self._current: Running | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead = False
@@ -125,6 +134,7 @@ class EngineProcess:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.ready = self._loop.create_future()
         # Shielded: a thread cannot be cancelled, and stop() must know whether the process is
         # there (a close during a restart after a crash would otherwise orphan it).
         self._starting = asyncio.ensure_future(asyncio.to_thread(self.process.start))
@@ -149,7 +159,11 @@ class EngineProcess:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._died)
 
-    def _deliver(self, event: JobEvent) -> None:
+    def _deliver(self, event: JobEvent | worker.Ready) -> None:
+        if isinstance(event, worker.Ready):
+            if self.ready is not None and not self.ready.done():
+                self.ready.set_result(None)
+            return
         current = self._current
         if current is None or event.job_id != current.handle.job.id:
             return
@@ -159,6 +173,8 @@ class EngineProcess:
             return
         if isinstance(event, Started) and not current.started.done():
             current.started.set_result(None)
+        if isinstance(event, Loading) and not current.loading.done():
+            current.loading.set_result(None)
         current.handle.push(event)
 
     def _died(self) -> None:
@@ -168,6 +184,8 @@ class EngineProcess:
         log("engine process %s exited (code %s)", self.process.pid, self.process.exitcode)
         if self._current is not None and not self._current.done.done():
             self._current.done.set_exception(EngineDiedError(self.process.exitcode))
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(EngineDiedError(self.process.exitcode))
 
     def run(self, handle: Handle) -> Running:
         """Send one job. Its Started and Progress events go to the handle; the terminal one
@@ -176,7 +194,8 @@ class EngineProcess:
             raise EngineDiedError(self.process.exitcode)
         loop = asyncio.get_running_loop()
         self._send(("run", handle.job))
-        self._current = Running(handle, loop.create_future(), loop.create_future())
+        futures = (loop.create_future(), loop.create_future(), loop.create_future())
+        self._current = Running(handle, *futures)
         return self._current
 
     def cancel(self, job_id: str) -> None:
@@ -226,6 +245,10 @@ class EngineClient:
         self._process: EngineProcess | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
+        self._down: str | None = None  # why no job is taken now (the engine failed to start)
+        self._failed_starts = 0
+        self._next_start = 0.0  # loop time before which no new process is started
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> EngineClient:
         await self.start()
@@ -249,6 +272,8 @@ class EngineClient:
         everything still queued as `Interrupted` (they were not run to their end); stop the
         process."""
         self._closed = True
+        for task in self._background:  # a start retry waiting out its pause
+            task.cancel()
         for job in self._queue.clear():
             self._finish(job.id, Interrupted(job.id))
         if grace_s > 0 and self._running is not None:
@@ -268,12 +293,19 @@ class EngineClient:
             await self._process.stop()
             self._process = None
 
+    def unavailable(self) -> str | None:
+        """Why no job is taken now (the engine process fails to start), or None."""
+        return self._down
+
     async def submit(self, job: Job) -> Handle:
         if job.id in self._handles:
             raise ValueError(f"job {job.id} was already submitted")
         handle = Handle(job)
         if self._closed or self._dispatcher is None:  # nothing would ever run it
             handle.push(Failed(job.id, "the engine is not running (the bot is shutting down)"))
+            return handle
+        if self._down is not None:  # no job is accepted into a void
+            handle.push(Failed(job.id, self._down))
             return handle
         self._handles[job.id] = handle
         self._queue.put(job)
@@ -323,9 +355,48 @@ class EngineClient:
 
     async def _ensure_process(self) -> EngineProcess:
         if self._process is None or self._process.dead:
-            self._process = EngineProcess(self.config)
-            await self._process.start()
+            wait = self._next_start - asyncio.get_running_loop().time()
+            if wait > 0:  # the last one could not start: not again before its pause is over
+                await asyncio.sleep(wait)
+            if self._process is None or self._process.dead:
+                self._process = EngineProcess(self.config)
+                await self._process.start()
+                self._spawn(self._watch_start(self._process))
         return self._process
+
+    async def _watch_start(self, process: EngineProcess) -> None:
+        """Whether `process` became ready; if it died first, the engine is down until a process
+        (tried again with backoff) does."""
+        assert process.ready is not None
+        try:
+            await process.ready
+        except EngineDiedError as error:
+            if process._stopping:
+                return
+            self._failed_starts += 1
+            delays = START_RETRY_DELAYS_S
+            delay = delays[min(self._failed_starts, len(delays)) - 1]
+            self._down = ENGINE_DOWN
+            self._next_start = asyncio.get_running_loop().time() + delay
+            logger.error(
+                "the engine process could not start (exit code %s, %d time(s) in a row); "
+                "trying again in %g s",
+                error,
+                self._failed_starts,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            if not self._closed:
+                await self._ensure_process()
+            return
+        if self._down is not None:
+            logger.info("the engine process started again")
+        self._down, self._failed_starts = None, 0
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _dispatch(self) -> None:
         while True:
@@ -355,7 +426,25 @@ class EngineClient:
                     run,
                     RUNS_PER_JOB,
                 )
-        return Failed(job.id, DIED)
+                await asyncio.sleep(0)  # let the start watcher see a process that never started
+        return Failed(job.id, self._down or DIED)
+
+    async def _loaded(self, job: Job, running: Running) -> JobEvent | None:
+        """Wait for the job's model to load, at most `[engine] load_timeout`; a Failed event if
+        it takes longer (the process is replaced: a load cannot be stopped halfway)."""
+        limit = self.config.load_timeout_s
+        loaded: set[asyncio.Future[Any]] = {running.started, running.done}
+        finished, _ = await asyncio.wait(loaded, timeout=limit, return_when=FIRST_COMPLETED)
+        if finished:
+            return None
+        logger.error("loading model %s took over %g s; restarting the engine", job.model, limit)
+        if self._process is not None:
+            self._process.kill()
+        return Failed(
+            job.id,
+            f"loading model {job.model} took longer than {limit:g} s ([engine] load_timeout) "
+            "and was stopped",
+        )
 
     async def _run(self, job: Job) -> JobEvent:
         """One run of `job`; EngineDiedError when the process dies under it."""
@@ -365,8 +454,12 @@ class EngineClient:
             running = process.run(handle)
             # The time limit starts when the job does: a new process first imports torch and
             # may preload (even download) the default model, which is not this job's time.
-            first: set[asyncio.Future[Any]] = {running.started, running.done}
+            first: set[asyncio.Future[Any]] = {running.started, running.done, running.loading}
             await asyncio.wait(first, return_when=FIRST_COMPLETED)
+            if running.loading.done() and not running.started.done():
+                loaded = await self._loaded(job, running)
+                if loaded is not None:
+                    return loaded
             return await asyncio.wait_for(running.done, self.config.job_timeout_s)
         except TimeoutError:
             logger.error(

@@ -133,6 +133,7 @@ class EngineConfig:
     preload: bool = True  # load the default preset when the engine process starts
     preview_every: int = 4  # send a preview every N steps (0: never)
     job_timeout_s: float = 900.0  # a job running longer is failed and the process restarted
+    load_timeout_s: float = 1800.0  # loading a job's model (a download, even) may take this long
     # On SIGTERM the running job may finish for this long (Docker kills after 10 s by default)
     shutdown_grace_s: float = 8.0
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
@@ -298,6 +299,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "preload",
             "preview_every",
             "job_timeout",
+            "load_timeout",
             "shutdown_grace",
             "upscaler",
             "threads",
@@ -331,6 +333,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         preload=take(engine, "preload", bool, True, "engine"),
         preview_every=take(engine, "preview_every", int, 4, "engine"),
         job_timeout_s=take(engine, "job_timeout", float, 900.0, "engine"),
+        load_timeout_s=take(engine, "load_timeout", float, 1800.0, "engine"),
         shutdown_grace_s=take(engine, "shutdown_grace", float, 8.0, "engine"),
         upscaler=path(upscaler) if upscaler else None,
         threads=take(engine, "threads", int, 0, "engine"),
@@ -353,6 +356,8 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
     if config.job_timeout_s <= 0:
         raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
+    if config.load_timeout_s <= 0:
+        raise ConfigError(f"engine.load_timeout must be positive, got {config.load_timeout_s}")
     for key, value in (("keep_days", config.keep_days), ("max_gb", config.max_gb)):
         if value < 0:
             raise ConfigError(f"storage.{key} must be 0 (no limit) or more, got {value:g}")

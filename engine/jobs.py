@@ -270,3 +270,8 @@ class Engine(Protocol):
     def jobs(self, owner: str | None = None) -> tuple[Job, ...]:
         """Running and queued jobs (of `owner`, or everyone's), running first, then queue order."""
         ...
+
+    def unavailable(self) -> str | None:
+        """Why no job is taken now, in words for the user (e.g. the engine cannot start), or
+        None when jobs are taken."""
+        ...

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,14 @@ if TYPE_CHECKING:  # torch and diffusers load in the engine process only, inside
 logger = logging.getLogger(__name__)
 
 UNEXPECTED = "the engine hit an unexpected error; the server log has the details"
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Sent once the process has imported torch and diffusers (and preloaded): it takes jobs.
+    A process that dies before sending it could not start at all."""
+
+
 GPU_FAULT = "the GPU hit an error and the engine was restarted; please try again"
 
 
@@ -59,6 +68,7 @@ def serve(
             generator.model(preload)
         except Exception:  # the first job reports it to its user; keep serving other presets
             logger.exception("could not preload model %s", preload)
+    events.send(Ready())
     while (job := jobs.get()) is not None:
         event, poisoned = _run(generator, job, cancelled, events.send)
         events.send(event)

@@ -56,7 +56,7 @@ def test_example_file_documents_every_key() -> None:
     keys = {
         "engine": [
             "model", "device", "dtype", "cache_dir", "preload", "preview_every", "job_timeout",
-            "shutdown_grace", "upscaler", "threads", "max_loaded_models",
+            "load_timeout", "shutdown_grace", "upscaler", "threads", "max_loaded_models",
         ],
         "storage": ["path", "keep_days", "max_gb"],
         "models.dreamshaper": [

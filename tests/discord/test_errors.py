@@ -10,6 +10,7 @@ import bot.presses
 from bot.config import ModerationConfig, PermissionsConfig
 from bot.messages import SOMETHING_WENT_WRONG
 from bot.store import JobStatus, UserSettings
+from engine.client import ENGINE_DOWN
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.fake_discord import FakeInteraction
 from tests.fake_discord.payloads import dm_channel
@@ -291,3 +292,16 @@ async def test_buttons_apply_the_rules_in_force_when_pressed(harness: Harness) -
             'Banned prompt detected: your prompt matched the banned word "gory"'
         )
     assert len(h.bot.store.user_jobs(str(h.tester))) == 1  # nothing new started
+
+
+async def test_imagine_while_the_engine_cannot_start_says_so_at_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    await h.start()
+    monkeypatch.setattr(h.engine, "unavailable", lambda: ENGINE_DOWN)
+
+    reply = await h.private_reply(await h.imagine("into the void"))
+
+    assert reply == ENGINE_DOWN
+    assert h.bot.store.user_jobs(str(h.tester)) == []  # nothing was accepted

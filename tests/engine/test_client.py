@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from engine.client import DIED, EngineClient, EngineProcess, Handle
+from engine.client import DIED, ENGINE_DOWN, EngineClient, EngineProcess, Handle
 from engine.config import EngineConfig, ModelPreset
 from engine.jobs import (
     Cancelled,
@@ -280,3 +281,97 @@ async def test_cancelling_while_the_model_loads_answers_at_once(engine: EngineCl
     assert rest == [Cancelled(handle.job.id)]  # before it ever started
     after = await engine.submit(job())  # and the engine goes on
     assert isinstance((await collect(after))[-1], Done)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"still not true: {check}"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_engine_that_cannot_start_is_said_at_once_and_retried_with_backoff(
+    engine_config: EngineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken install: torch does not import in the engine process (spawn gives the child the
+    parent's sys.path, with a broken torch first on it)."""
+    broken = tmp_path / "broken" / "torch"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.12: cannot open shared object file')\n"
+    )
+    monkeypatch.setattr("engine.client.START_RETRY_DELAYS_S", (0.5,))
+    sys.path.insert(0, str(broken.parent))
+    engine = EngineClient(engine_config)
+    try:
+        await engine.start()
+        await eventually(lambda: engine.unavailable() is not None)
+        assert engine.unavailable() == ENGINE_DOWN
+        refused = await engine.submit(job())
+        assert (await collect(refused)) == [Failed(refused.job.id, ENGINE_DOWN)]  # at once
+
+        sys.path.remove(str(broken.parent))  # the owner fixes the install …
+        await eventually(lambda: engine.unavailable() is None)  # … and a retry comes up
+
+        assert isinstance((await collect(await engine.submit(job())))[-1], Done)
+    finally:
+        if str(broken.parent) in sys.path:
+            sys.path.remove(str(broken.parent))
+        await engine.close()
+
+
+class SilentServer:
+    """Accepts connections and never answers: a network that hangs a download."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_a_model_load_that_hangs_is_stopped_at_load_timeout(
+    engine_config: EngineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silent = SilentServer()
+    port = await silent.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # the engine process's hub
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_model = ModelPreset(
+        name="remote",
+        source="imagine-bot-tests/hangs-forever",
+        family="sd",
+        base_resolution=128,
+        steps=2,
+        guidance=5.0,
+        sampler="euler",
+    )
+    config = replace(
+        engine_config,
+        load_timeout_s=1.0,
+        presets={**engine_config.presets, "remote": hub_model},
+    )
+    try:
+        async with EngineClient(config) as engine:
+            handle = await engine.submit(imagine_job(parse_prompt("a red fox"), model="remote"))
+            events = await collect(handle)
+
+            assert Loading(handle.job.id, "remote") in events
+            last = events[-1]
+            assert isinstance(last, Failed)
+            assert last.reason.startswith("loading model remote took longer than 1 s")
+            assert isinstance((await collect(await engine.submit(job())))[-1], Done)  # goes on
+    finally:
+        await silent.stop()

@@ -17,7 +17,7 @@ import torch
 from engine.jobs import Failed, Job, JobEvent, Started, imagine_job
 from engine.prompt import parse_prompt
 from engine.storage import DISK_FULL, StorageError
-from engine.worker import GPU_FAULT, UNEXPECTED, poisons_the_device, serve
+from engine.worker import GPU_FAULT, UNEXPECTED, Ready, poisons_the_device, serve
 
 TIMEOUT = 10
 
@@ -54,10 +54,13 @@ class Served:
         self.thread.start()
 
     def events_of(self, count: int) -> list[JobEvent]:
+        """The next `count` job events (after the process's one Ready)."""
         out = []
-        for _ in range(count):
+        while len(out) < count:
             assert self.events.poll(TIMEOUT), "no event in time"
-            out.append(self.events.recv())
+            event = self.events.recv()
+            if not isinstance(event, Ready):
+                out.append(event)
         return out
 
 
@@ -124,3 +127,9 @@ def test_a_full_disk_fails_its_job_plainly_and_the_process_goes_on(
 
     assert served.events_of(2) == [Started(first.id), Failed(first.id, DISK_FULL)]
     assert served.thread.is_alive()
+
+
+def test_the_process_says_it_is_ready_before_any_job(close_pipes: list[Connection]) -> None:
+    served = Served(FailingGenerator(ValueError("unused")))
+    close_pipes.append(served.commands)
+    assert served.events.poll(TIMEOUT) and served.events.recv() == Ready()
