@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.patterns import PatternError, compile_pattern, pattern_problem
-from engine.config import ConfigError, EngineConfig, check_keys, parse_engine_config, take
+from engine.config import (
+    ENGINE_LIMITS,
+    ConfigError,
+    EngineConfig,
+    check_keys,
+    parse_engine_config,
+    take,
+)
 
 __all__ = [
     "BotConfig",
@@ -161,11 +168,10 @@ def _parse_discord(table: Mapping[str, Any], env: Mapping[str, str]) -> DiscordC
 
 def _parse_limits(table: Mapping[str, Any]) -> LimitsConfig:
     where = "limits"
-    check_keys(
-        table,
-        {"max_running_per_user", "max_queued_per_user", "max_queued_total", "max_jobs_per_prompt"},
-        where,
-    )
+    bot_keys = {
+        "max_running_per_user", "max_queued_per_user", "max_queued_total", "max_jobs_per_prompt"
+    }  # fmt: skip
+    check_keys(table, bot_keys | set(ENGINE_LIMITS), where)  # engine.config reads the others
     return LimitsConfig(
         max_running_per_user=_count(table, "max_running_per_user", 3, 1, where),
         max_queued_per_user=_count(table, "max_queued_per_user", 10, 0, where),

@@ -22,7 +22,7 @@ import multiprocessing
 import threading
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
@@ -53,6 +53,7 @@ DIED = "the engine stopped unexpectedly while running this job, twice; it was no
 # A process that dies before it is ready (a broken install, a CUDA driver that does not load) is
 # started again after these pauses (then every last one), and no job is taken meanwhile.
 START_RETRY_DELAYS_S = (5.0, 15.0, 60.0, 300.0)
+START_TIMEOUT_S = 300.0  # importing torch and diffusers (a cold disk, CUDA's first init)
 ENGINE_DOWN = (
     "The image engine could not start (the server log says why); it is being retried. "
     "Try again in a few minutes."
@@ -126,7 +127,10 @@ class EngineProcess:
         )
         self._child_ends = (commands_in, events_out)
         self._starting: asyncio.Future[None] | None = None
-        self.ready: asyncio.Future[None] | None = None  # EngineDiedError if it dies before
+        # Set once it takes jobs (to the model it preloads first), and once that model is in;
+        # EngineDiedError if it dies before.
+        self.ready: asyncio.Future[str | None] | None = None
+        self.preloaded: asyncio.Future[None] | None = None
         self._current: Running | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead = False
@@ -135,6 +139,9 @@ class EngineProcess:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.ready = self._loop.create_future()
+        self.preloaded = self._loop.create_future()
+        for future in (self.ready, self.preloaded):  # nobody may be waiting when it dies
+            future.add_done_callback(_retrieved)
         # Shielded: a thread cannot be cancelled, and stop() must know whether the process is
         # there (a close during a restart after a crash would otherwise orphan it).
         self._starting = asyncio.ensure_future(asyncio.to_thread(self.process.start))
@@ -159,10 +166,14 @@ class EngineProcess:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._died)
 
-    def _deliver(self, event: JobEvent | worker.Ready) -> None:
+    def _deliver(self, event: JobEvent | worker.Ready | worker.Preloaded) -> None:
         if isinstance(event, worker.Ready):
-            if self.ready is not None and not self.ready.done():
-                self.ready.set_result(None)
+            _settle(self.ready, event.preloading)
+            if event.preloading is None:
+                _settle(self.preloaded, None)
+            return
+        if isinstance(event, worker.Preloaded):
+            _settle(self.preloaded, None)
             return
         current = self._current
         if current is None or event.job_id != current.handle.job.id:
@@ -184,8 +195,9 @@ class EngineProcess:
         log("engine process %s exited (code %s)", self.process.pid, self.process.exitcode)
         if self._current is not None and not self._current.done.done():
             self._current.done.set_exception(EngineDiedError(self.process.exitcode))
-        if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(EngineDiedError(self.process.exitcode))
+        for future in (self.ready, self.preloaded):
+            if future is not None and not future.done():
+                future.set_exception(EngineDiedError(self.process.exitcode))
 
     def run(self, handle: Handle) -> Running:
         """Send one job. Its Started and Progress events go to the handle; the terminal one
@@ -232,6 +244,16 @@ class EngineProcess:
         self._events_in.close()
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # marks it seen: no "exception was never retrieved" in the log
+
+
+def _settle(future: asyncio.Future[Any] | None, value: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
 class EngineClient:
     """An `engine.jobs.Engine` that runs jobs in a local engine process."""
 
@@ -249,6 +271,7 @@ class EngineClient:
         self._failed_starts = 0
         self._next_start = 0.0  # loop time before which no new process is started
         self._background: set[asyncio.Task[Any]] = set()
+        self._preload = config.preload  # off after a preload that took past load_timeout
 
     async def __aenter__(self) -> EngineClient:
         await self.start()
@@ -359,7 +382,8 @@ class EngineClient:
             if wait > 0:  # the last one could not start: not again before its pause is over
                 await asyncio.sleep(wait)
             if self._process is None or self._process.dead:
-                self._process = EngineProcess(self.config)
+                config = self.config if self._preload else replace(self.config, preload=False)
+                self._process = EngineProcess(config)
                 await self._process.start()
                 self._spawn(self._watch_start(self._process))
         return self._process
@@ -368,10 +392,13 @@ class EngineClient:
         """Whether `process` became ready; if it died first, the engine is down until a process
         (tried again with backoff) does."""
         assert process.ready is not None
-        try:
-            await process.ready
-        except EngineDiedError as error:
-            if process._stopping:
+        try:  # shielded: a job waits on the same future
+            await asyncio.wait_for(asyncio.shield(process.ready), START_TIMEOUT_S)
+        except (EngineDiedError, TimeoutError) as error:
+            if isinstance(error, TimeoutError):  # e.g. an import stuck on a network disk
+                logger.error("the engine process did not start within %g s", START_TIMEOUT_S)
+                process.kill()
+            elif process._stopping:
                 return
             self._failed_starts += 1
             delays = START_RETRY_DELAYS_S
@@ -379,9 +406,9 @@ class EngineClient:
             self._down = ENGINE_DOWN
             self._next_start = asyncio.get_running_loop().time() + delay
             logger.error(
-                "the engine process could not start (exit code %s, %d time(s) in a row); "
+                "the engine process could not start (%s, %d time(s) in a row); "
                 "trying again in %g s",
-                error,
+                f"exit code {error}" if isinstance(error, EngineDiedError) else "too slow",
                 self._failed_starts,
                 delay,
             )
@@ -446,14 +473,43 @@ class EngineClient:
             "and was stopped",
         )
 
+    async def _preloaded(self, job: Job, process: EngineProcess) -> bool:
+        """Wait for `process` to take jobs, then for its preload of the default model, which
+        may take `[engine] load_timeout` (the job's message says a model loads meanwhile).
+        False when the preload took longer: the process is killed. EngineDiedError if it dies
+        first (the start watcher limits how long starting itself may take)."""
+        assert process.ready is not None and process.preloaded is not None
+        preloading = await asyncio.shield(process.ready)
+        if process.preloaded.done():
+            return True
+        if preloading is not None:
+            self._handles[job.id].push(Loading(job.id, preloading))
+        limit = self.config.load_timeout_s
+        try:
+            await asyncio.wait_for(asyncio.shield(process.preloaded), limit)
+        except TimeoutError:
+            logger.error(
+                "preloading model %s took over %g s; starting the engine without preloading",
+                preloading,
+                limit,
+            )
+            process.kill()
+            return False
+        return True
+
     async def _run(self, job: Job) -> JobEvent:
         """One run of `job`; EngineDiedError when the process dies under it."""
         handle = self._handles[job.id]
         try:
             process = await self._ensure_process()
             running = process.run(handle)
-            # The time limit starts when the job does: a new process first imports torch and
-            # may preload (even download) the default model, which is not this job's time.
+            if not await self._preloaded(job, process):  # it hung (a download): go without
+                self._preload = False
+                if isinstance(handle.last, Cancelled):  # cancelled while it waited
+                    return handle.last
+                return await self._run(job)
+            # The time limit starts when the job does: loading its model (even downloading it)
+            # is not the job's time, and has load_timeout instead.
             first: set[asyncio.Future[Any]] = {running.started, running.done, running.loading}
             await asyncio.wait(first, return_when=FIRST_COMPLETED)
             if running.loading.done() and not running.started.done():

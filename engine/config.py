@@ -122,6 +122,16 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """The engine's share of [limits]: what no job may exceed, whatever its flags and buttons."""
+
+    max_steps: int = 150  # denoising steps of one pass, --steps × --q (× --draft) included
+    # pixels of any image a job makes (or draws): room for the 2× upscale of SDXL's largest
+    # bucket (1.15 × 1024² pixels), not for an upscale of an upscale (4096²)
+    max_pixels: int = 5_000_000
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     model: str = "sdxl"  # the default preset
     device: str = "auto"
@@ -144,6 +154,7 @@ class EngineConfig:
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
     # [versions]: a Midjourney version ("6.1") → the preset `--v 6.1` runs on; unlisted: default
     versions: Mapping[str, str] = field(default_factory=dict)
+    limits: JobLimits = field(default_factory=JobLimits)
 
     @property
     def images_dir(self) -> Path:
@@ -285,7 +296,14 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
     storage = data.get("storage", {})
     models = data.get("models", {})
     versions = data.get("versions", {})
-    tables = (("engine", engine), ("storage", storage), ("models", models), ("versions", versions))
+    limits = data.get("limits", {})
+    tables = (
+        ("engine", engine),
+        ("storage", storage),
+        ("models", models),
+        ("versions", versions),
+        ("limits", limits),
+    )
     for key, value in tables:
         if not isinstance(value, Mapping):
             raise ConfigError(f"[{key}] must be a table")
@@ -340,6 +358,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
         presets=presets,
         versions=_versions(versions, presets),
+        limits=_limits(limits),
     )
     if config.model not in presets:
         raise ConfigError(
@@ -370,3 +389,23 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
                 f"the presets are: {', '.join(sorted(presets))}"
             )
     return config
+
+
+ENGINE_LIMITS = ("max_steps", "max_pixels")  # the keys of [limits] the engine reads
+MIN_PIXELS = 256 * 256
+
+
+def _limits(table: Mapping[str, Any]) -> JobLimits:
+    """[limits] max_steps and max_pixels (the bot reads the table's other keys)."""
+    default = JobLimits()
+    limits = JobLimits(
+        max_steps=take(table, "max_steps", int, default.max_steps, "limits"),
+        max_pixels=take(table, "max_pixels", int, default.max_pixels, "limits"),
+    )
+    if not 1 <= limits.max_steps <= 1000:
+        raise ConfigError(f"limits.max_steps must be from 1 to 1000, got {limits.max_steps}")
+    if limits.max_pixels < MIN_PIXELS:
+        raise ConfigError(
+            f"limits.max_pixels must be {MIN_PIXELS} (256×256) or more, got {limits.max_pixels}"
+        )
+    return limits

@@ -32,17 +32,15 @@ from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult
 from engine.loader import load_pipeline, model_revision
 from engine.noise import initial_noise, stop_sigmas
-from engine.plan import Plan, make_plan, variation_size
+from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_size
 from engine.preview import PreviewDecoder, load_taesd
 from engine.prompt.request import SEED_MAX
-from engine.resolution import image_size
 from engine.samplers import make_scheduler
 from engine.storage import ImageStore
 from engine.tiles import blend_tiles, tile_boxes
 
 logger = logging.getLogger(__name__)
 
-UPSCALE_FACTOR = 2
 
 ProgressFn = Callable[[int, int, bytes | None], None]
 CancelFn = Callable[[], bool]
@@ -152,17 +150,18 @@ class Generator:
     def run(self, job: Job, progress: ProgressFn, cancelled: CancelFn) -> JobResult:
         started = time.monotonic()
         model = self.model(job.model)
+        limits = self.config.limits
         if job.kind is JobKind.IMAGINE:
-            size = image_size(job.request.aspect, model.preset)
-            plan = make_plan(job, model.preset, size)
+            size = imagine_size(job.request, model.preset, limits)
+            plan = make_plan(job, model.preset, size, limits)
             images = self._imagine(model, job, plan, progress, cancelled)
         elif job.kind is JobKind.VARY:
             assert job.source is not None
             source = self.store.load(job.source.job_id, job.source.index)
-            size = variation_size(source.size, model.preset)
+            size = variation_size(source.size, model.preset, limits)
             if size != source.size:
                 source = source.resize(size, Image.Resampling.LANCZOS)
-            plan = make_plan(job, model.preset, size)
+            plan = make_plan(job, model.preset, size, limits)
             inits = [source] * len(job.seeds)
             batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
             images = self._generate(batch)
@@ -318,20 +317,22 @@ class Generator:
     ) -> tuple[Image.Image, Plan]:
         assert job.source is not None
         source = self.store.load(job.source.job_id, job.source.index)
-        big = self._enlarge(source, model.pipe.device)
+        size = upscale_size(source.size, self.config.limits)
+        big = self._enlarge(source, size, model.pipe.device)
         tile = model.preset.base_resolution
         boxes = tile_boxes(big.size, tile)
-        plan = make_plan(job, model.preset, (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]))
+        tile_size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+        plan = make_plan(job, model.preset, tile_size, self.config.limits)
         crops = [big.crop(box) for box in boxes]
         seeds = [(job.seed + i) % (SEED_MAX + 1) for i in range(len(boxes))]
         tiles = self._generate(self._batch(model, job, plan, seeds, crops, progress, cancelled))
         return blend_tiles(big.size, boxes, tiles), plan
 
-    def _enlarge(self, image: Image.Image, device: Any) -> Image.Image:
-        """2× the size: the GAN upscaler when one is configured (loaded once), else Lanczos."""
+    def _enlarge(self, image: Image.Image, size: tuple[int, int], device: Any) -> Image.Image:
+        """`image` at `size`: the GAN upscaler's output when one is configured (loaded once),
+        resized; else Lanczos."""
         if self.config.upscaler and not self._gan_loaded:
             self._gan, self._gan_loaded = load_gan(self.config.upscaler, device), True
-        size = (image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR)
         if self._gan is not None:
             try:
                 return self._gan(image).resize(size, Image.Resampling.LANCZOS)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from engine.config import ConfigError, EngineConfig, ModelPreset
+from engine.config import ConfigError, EngineConfig, JobLimits, ModelPreset
 from engine.jobs import Job, imagine_job
-from engine.plan import planned_steps
+from engine.plan import final_size, planned_steps
 from engine.prompt import ImagineRequest, PromptError, parse_prompt, parse_prompts
 from engine.prompt.flags import FLAGS
 from engine.prompt.parser import flag_name
 from engine.prompt.permutations import DEFAULT_LIMIT
-from engine.prompt.request import MAX_STEPS
 
 _STYLIZE_FLAG = re.compile(r"(?:^|\s)(?:--|—|–)(?:s|stylize)(?=\s|$)", re.IGNORECASE)
 
@@ -162,9 +162,7 @@ def _prompt(
             "it was ignored"
         )
     request = _personalize(request, prefs.profile, find_profile, notes)
-    steps, capped = planned_steps(request, preset)
-    if capped:
-        notes.append(f"at most {MAX_STEPS} steps run here (--steps × --q): {steps} ran")
+    notes.extend(_limit_notes(request, preset, config.limits))
     request = dataclasses.replace(request, notes=tuple(dict.fromkeys([*request.notes, *notes])))
     return Prompt(request, preset.name)
 
@@ -216,3 +214,19 @@ def _personalize(
         else:
             styles.append(style)
     return dataclasses.replace(request, personal_styles=tuple(dict.fromkeys(styles)))
+
+
+def _limit_notes(request: ImagineRequest, preset: ModelPreset, limits: JobLimits) -> list[str]:
+    """What [limits] max_steps and max_pixels cut from `request`."""
+    notes = []
+    steps, capped = planned_steps(request, preset, limits)
+    if capped:
+        notes.append(f"at most {limits.max_steps} steps run here (--steps × --q): {steps} ran")
+    width, height = final_size(request, preset, limits)
+    wanted = final_size(request, preset, dataclasses.replace(limits, max_pixels=sys.maxsize))
+    if (width, height) != wanted:
+        notes.append(
+            f"images here have at most {limits.max_pixels:,} pixels: "
+            f"drawn at {width}×{height} instead of {wanted[0]}×{wanted[1]}"
+        )
+    return notes

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from engine.config import ModelPreset
+from engine.config import JobLimits, ModelPreset
 from engine.jobs import Job, JobKind, Strength
-from engine.prompt.request import MAX_STEPS, ImagineRequest
-from engine.resolution import AREA_TOLERANCE, image_size
+from engine.prompt.request import ImagineRequest
+from engine.resolution import AREA_TOLERANCE, image_size, within_pixels
 
 # img2img strength: Fooocus' values for a Midjourney-like UI (field notes §4).
 STRENGTHS = {
@@ -26,6 +26,7 @@ EXP_GUIDANCE = 0.5  # --exp 100 raises the preset's guidance by half (6 → 9) u
 HD_SCALE = 1.5  # --hd: the second pass draws at 1.5× the sides…
 HD_STRENGTH = 0.45  # …redrawing 45% of the schedule over the Lanczos-enlarged first pass
 HD_STEP = 64  # the enlarged sides are rounded to multiples of this (as resolution.STEP)
+UPSCALE_FACTOR = 2  # an upscale doubles both sides (within [limits] max_pixels)
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,32 @@ class Plan:
         return self.denoise_steps + (0 if self.hd is None else self.hd.denoise_steps)
 
 
-def planned_steps(request: ImagineRequest, preset: ModelPreset) -> tuple[int, bool]:
-    """The schedule's length for `request` on `preset`, and whether MAX_STEPS cut it.
+def planned_steps(
+    request: ImagineRequest, preset: ModelPreset, limits: JobLimits
+) -> tuple[int, bool]:
+    """The schedule's length for `request` on `preset`, and whether `limits.max_steps` cut it.
 
     (--steps or the preset's steps) × --quality (× DRAFT_STEPS_FACTOR with --draft), rounded, at
-    least 1, at most MAX_STEPS. An --hd job runs a second, shorter pass on top (see `hd_plan`).
+    least 1, at most max_steps. An --hd job runs a second, shorter pass on top (see `hd_plan`).
     """
     steps = (request.steps or preset.steps) * request.quality
     if request.draft:
         steps *= DRAFT_STEPS_FACTOR
     wanted = max(1, round(steps))
-    return min(wanted, MAX_STEPS), wanted > MAX_STEPS
+    return min(wanted, limits.max_steps), wanted > limits.max_steps
+
+
+def imagine_size(
+    request: ImagineRequest, preset: ModelPreset, limits: JobLimits
+) -> tuple[int, int]:
+    """The size an imagine job draws at: its --ar's on the preset, within max_pixels."""
+    return within_pixels(image_size(request.aspect, preset), limits.max_pixels)
+
+
+def final_size(request: ImagineRequest, preset: ModelPreset, limits: JobLimits) -> tuple[int, int]:
+    """The size of an imagine job's images: its first pass's, or with --hd its second's."""
+    size = imagine_size(request, preset, limits)
+    return within_pixels(hd_size(*size), limits.max_pixels) if request.hd else size
 
 
 def planned_guidance(request: ImagineRequest, preset: ModelPreset) -> float:
@@ -82,21 +98,30 @@ def hd_size(width: int, height: int) -> tuple[int, int]:
     return scale(width), scale(height)
 
 
-def variation_size(size: tuple[int, int], preset: ModelPreset) -> tuple[int, int]:
+def variation_size(
+    size: tuple[int, int], preset: ModelPreset, limits: JobLimits
+) -> tuple[int, int]:
     """The size a variation is drawn at: its source's, up to an --hd image's; a larger source
     (an upscale) at the model's own size for its shape, as Midjourney does, so that a chain of
     Vary and Upscale never grows past what the model and the GPU are sized for."""
     width, height = size
     largest = (preset.base_resolution * HD_SCALE) ** 2 * (1 + AREA_TOLERANCE)
-    return size if width * height <= largest else image_size(size, preset)
+    drawn = size if width * height <= largest else image_size(size, preset)
+    return within_pixels(drawn, limits.max_pixels)
 
 
-def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:
+def upscale_size(size: tuple[int, int], limits: JobLimits) -> tuple[int, int]:
+    """An upscale's size: UPSCALE_FACTOR × the source's sides, within max_pixels."""
+    width, height = size
+    return within_pixels((width * UPSCALE_FACTOR, height * UPSCALE_FACTOR), limits.max_pixels)
+
+
+def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int], limits: JobLimits) -> Plan:
     """The plan of `job` on `preset`; `size` is the image's (imagine), the source's (vary) or a
     tile's (upscale), so variations and upscales of an --hd image work from its larger size."""
     req = job.request
     strength = STRENGTHS.get((job.kind, job.strength)) if job.strength else None
-    steps, _ = planned_steps(req, preset)
+    steps, _ = planned_steps(req, preset, limits)
     if strength is not None:
         steps = _runnable(steps, strength)
     stop = req.stop if job.kind is JobKind.IMAGINE else 100
@@ -107,14 +132,14 @@ def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int]) -> Plan:
     guidance = planned_guidance(req, preset)
     plan = Plan(steps, stop_at, guidance, sampler, size[0], size[1], strength, req.chaos)
     if job.kind is JobKind.IMAGINE and req.hd:
-        return replace(plan, hd=hd_plan(plan))
+        return replace(plan, hd=hd_plan(plan, limits))
     return plan
 
 
-def hd_plan(first: Plan) -> Plan:
+def hd_plan(first: Plan, limits: JobLimits) -> Plan:
     """--hd ("hires fix"): img2img over the enlarged first pass with its sampler, guidance and
     schedule length (lengthened to the few steps HD_STRENGTH needs to run at least one)."""
-    width, height = hd_size(first.width, first.height)
+    width, height = within_pixels(hd_size(first.width, first.height), limits.max_pixels)
     steps = _runnable(first.steps, HD_STRENGTH)
     return Plan(
         steps, steps, first.guidance, first.sampler, width, height, HD_STRENGTH, first.chaos

@@ -177,6 +177,16 @@ def _closest(
     return min(fitting, key=key)
 
 
+def within_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """`size`, or, when it has more than `max_pixels` pixels ([limits] max_pixels), the largest
+    size of its shape under that (both sides multiples of STEP, at least STEP)."""
+    width, height = size
+    if width * height <= max_pixels:
+        return size
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(STEP, _floor_to_step(width * scale)), max(STEP, _floor_to_step(height * scale))
+
+
 def _round_to_step(value: float) -> int:
     return max(STEP, math.floor(value / STEP + 0.5) * STEP)
 

@@ -28,8 +28,16 @@ UNEXPECTED = "the engine hit an unexpected error; the server log has the details
 
 @dataclass(frozen=True)
 class Ready:
-    """Sent once the process has imported torch and diffusers (and preloaded): it takes jobs.
-    A process that dies before sending it could not start at all."""
+    """Sent once the process has imported torch and diffusers: it takes jobs. A process that
+    dies before sending it could not start at all. `preloading` names the default model it
+    loads before the first job (then `Preloaded` follows)."""
+
+    preloading: str | None = None
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """The default model is loaded (or failed to: the first job on it says why)."""
 
 
 GPU_FAULT = "the GPU hit an error and the engine was restarted; please try again"
@@ -63,12 +71,13 @@ def serve(
     cancelled: set[str] = set()
     jobs: queue.Queue[Job | None] = queue.Queue()
     threading.Thread(target=_receive, args=(commands, jobs, cancelled), daemon=True).start()
+    events.send(Ready(preload))
     if preload is not None:
         try:
             generator.model(preload)
         except Exception:  # the first job reports it to its user; keep serving other presets
             logger.exception("could not preload model %s", preload)
-    events.send(Ready())
+        events.send(Preloaded())
     while (job := jobs.get()) is not None:
         event, poisoned = _run(generator, job, cancelled, events.send)
         events.send(event)

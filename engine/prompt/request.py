@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 # Ranges shared by the parser, the engine and the README.
 SEED_MAX = 4_294_967_295
 QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0, 4.0)  # Midjourney's old list (.25 … 2) and V7's (1, 2, 4)
-MAX_STEPS = 150  # the most denoising steps one pass runs, --steps × --q included
 MAX_ASPECT = 8  # --ar from 1:8 to 8:1
 VERSION_MIN, VERSION_MAX = 1.0, 8.1  # Midjourney's model versions (--v 1 … --v 8.1)
 NAMED_STYLES = ("cute", "expressive", "scenic", "original")  # niji's --style values

@@ -16,7 +16,7 @@ from bot.config import (
     require_token,
 )
 from engine.config import ConfigError as EngineConfigError
-from engine.config import parse_engine_config
+from engine.config import JobLimits, parse_engine_config
 from engine.prompt.request import SAMPLERS
 
 EXAMPLE = Path(__file__).parents[2] / "config.example.toml"
@@ -64,7 +64,7 @@ def test_example_file_documents_every_key() -> None:
             "variant", "vae", "preview", "style", "styles", "draft",
         ],
         "discord": list(DiscordConfig.__dataclass_fields__),
-        "limits": list(LimitsConfig.__dataclass_fields__),
+        "limits": [*LimitsConfig.__dataclass_fields__, *JobLimits.__dataclass_fields__],
         "permissions": list(PermissionsConfig.__dataclass_fields__),
         "moderation": list(ModerationConfig.__dataclass_fields__),
     }  # fmt: skip
@@ -105,6 +105,8 @@ def test_every_table_parsed(tmp_path: Path) -> None:
         max_queued_per_user = 0
         max_queued_total = 5
         max_jobs_per_prompt = 4
+        max_steps = 60
+        max_pixels = 2000000
         [permissions]
         allowed_guilds = [10]
         allowed_channels = [11]
@@ -124,6 +126,7 @@ def test_every_table_parsed(tmp_path: Path) -> None:
     assert config.engine.storage == tmp_path / "state"
     assert config.database == tmp_path / "state" / "bot.sqlite3"
     assert config.limits == LimitsConfig(1, 0, 5, 4)
+    assert config.engine.limits == JobLimits(max_steps=60, max_pixels=2_000_000)
     assert config.permissions == PermissionsConfig((10,), (11,), (12,), True, (13,), (14,), True)
     assert config.moderation == ModerationConfig(("gore",), (r"\bblood(y)?\b",))
     assert config.path == path
@@ -187,6 +190,9 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[limits]\nmax_queued_total = -1\n", r"limits\.max_queued_total must be 0 or more"),
         ("[limits]\nmax_jobs_per_prompt = 2.5\n", r"limits\.max_jobs_per_prompt must be int"),
         ("[limits]\nmax_jobs = 2\n", r"unknown key limits\.max_jobs"),
+        ("[limits]\nmax_steps = 0\n", r"limits\.max_steps must be from 1 to 1000"),
+        ("[limits]\nmax_pixels = 1000\n", r"limits\.max_pixels must be 65536 \(256×256\) or more"),
+        ("[limits]\nmax_pixels = '4M'\n", r"limits\.max_pixels must be int"),
         ("[permissions]\nallow_dms = 'yes'\n", r"permissions\.allow_dms must be bool"),
         ("[permissions]\nadmins = [-1]\n", r"permissions\.admins\[0\]"),
         ("[permissions]\nadmin = [1]\n", r"unknown key permissions\.admin"),

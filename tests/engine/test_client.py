@@ -266,7 +266,7 @@ async def test_a_job_whose_model_is_not_loaded_says_loading_first(engine: Engine
     again = await collect(second)
 
     kinds = [type(e) for e in events if not isinstance(e, Queued)]
-    assert kinds[:2] == [Loading, Started] and events[-1].__class__ is Done
+    assert kinds[0] is Loading and Started in kinds and events[-1].__class__ is Done
     assert Loading(first.job.id, "tiny-xl") in events
     assert not any(isinstance(e, Loading) for e in again)  # loaded now
 
@@ -290,17 +290,24 @@ async def eventually(check: Callable[[], bool], timeout: float = TIMEOUT) -> Non
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    "broken_torch",
+    [
+        "raise ImportError('libcudart.so.12: cannot open shared object file')\n",
+        "import time\ntime.sleep(3600)\n",  # an import that hangs (a dead network disk)
+    ],
+    ids=["fails", "hangs"],
+)
 async def test_an_engine_that_cannot_start_is_said_at_once_and_retried_with_backoff(
-    engine_config: EngineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine_config: EngineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken_torch: str
 ) -> None:
     """A broken install: torch does not import in the engine process (spawn gives the child the
     parent's sys.path, with a broken torch first on it)."""
     broken = tmp_path / "broken" / "torch"
     broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text(
-        "raise ImportError('libcudart.so.12: cannot open shared object file')\n"
-    )
+    (broken / "__init__.py").write_text(broken_torch)
     monkeypatch.setattr("engine.client.START_RETRY_DELAYS_S", (0.5,))
+    monkeypatch.setattr("engine.client.START_TIMEOUT_S", 1.5)
     sys.path.insert(0, str(broken.parent))
     engine = EngineClient(engine_config)
     try:
@@ -311,6 +318,7 @@ async def test_an_engine_that_cannot_start_is_said_at_once_and_retried_with_back
         assert (await collect(refused)) == [Failed(refused.job.id, ENGINE_DOWN)]  # at once
 
         sys.path.remove(str(broken.parent))  # the owner fixes the install …
+        monkeypatch.setattr("engine.client.START_TIMEOUT_S", 300.0)  # (a real start is slower)
         await eventually(lambda: engine.unavailable() is None)  # … and a retry comes up
 
         assert isinstance((await collect(await engine.submit(job())))[-1], Done)
@@ -342,36 +350,67 @@ class SilentServer:
         await self.server.wait_closed()
 
 
-async def test_a_model_load_that_hangs_is_stopped_at_load_timeout(
-    engine_config: EngineConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+HANGING_MODEL = ModelPreset(
+    name="remote",
+    source="imagine-bot-tests/hangs-forever",
+    family="sd",
+    base_resolution=128,
+    steps=2,
+    guidance=5.0,
+    sampler="euler",
+)
+
+
+@pytest.fixture
+async def silent_hub(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """The engine process's hub is a server that never answers."""
     silent = SilentServer()
     port = await silent.start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # the engine process's hub
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    hub_model = ModelPreset(
-        name="remote",
-        source="imagine-bot-tests/hangs-forever",
-        family="sd",
-        base_resolution=128,
-        steps=2,
-        guidance=5.0,
-        sampler="euler",
-    )
+    try:
+        yield
+    finally:
+        await silent.stop()
+
+
+@pytest.mark.usefixtures("silent_hub")
+async def test_a_model_load_that_hangs_is_stopped_at_load_timeout(
+    engine_config: EngineConfig,
+) -> None:
     config = replace(
         engine_config,
         load_timeout_s=1.0,
-        presets={**engine_config.presets, "remote": hub_model},
+        presets={**engine_config.presets, "remote": HANGING_MODEL},
     )
-    try:
-        async with EngineClient(config) as engine:
-            handle = await engine.submit(imagine_job(parse_prompt("a red fox"), model="remote"))
-            events = await collect(handle)
+    async with EngineClient(config) as engine:
+        handle = await engine.submit(imagine_job(parse_prompt("a red fox"), model="remote"))
+        events = await collect(handle)
 
-            assert Loading(handle.job.id, "remote") in events
-            last = events[-1]
-            assert isinstance(last, Failed)
-            assert last.reason.startswith("loading model remote took longer than 1 s")
-            assert isinstance((await collect(await engine.submit(job())))[-1], Done)  # goes on
-    finally:
-        await silent.stop()
+        assert Loading(handle.job.id, "remote") in events
+        last = events[-1]
+        assert isinstance(last, Failed)
+        assert last.reason.startswith("loading model remote took longer than 1 s")
+        assert isinstance((await collect(await engine.submit(job())))[-1], Done)  # goes on
+
+
+@pytest.mark.usefixtures("silent_hub")
+async def test_a_preload_that_hangs_is_stopped_and_the_job_runs_without_it(
+    engine_config: EngineConfig,
+) -> None:
+    # The default model is preloaded when a process starts: a download that never ends must
+    # not hold the first job forever, nor every later process.
+    config = replace(
+        engine_config,
+        model="remote",
+        preload=True,
+        load_timeout_s=1.0,
+        presets={**engine_config.presets, "remote": HANGING_MODEL},
+    )
+    async with EngineClient(config) as engine:
+        first = await engine.submit(job())
+        events = await collect(first)
+        assert Loading(first.job.id, "remote") in events  # its message says a model loads
+        assert isinstance(events[-1], Done), events
+        assert isinstance((await collect(await engine.submit(job())))[-1], Done)
+        assert engine.unavailable() is None  # a stopped start is not an engine that is down

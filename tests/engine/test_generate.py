@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from engine import plan as plan_module
-from engine.config import DEFAULT_PRESETS, EngineConfig
+from engine.config import DEFAULT_PRESETS, EngineConfig, JobLimits
 from engine.generate import Batch, GenerationError, Generator, JobCancelledError, seamless
 from engine.jobs import JobKind, JobResult, Strength, imagine_job, upscale_job, vary_job
 from engine.prompt import parse_prompt
@@ -794,6 +794,22 @@ def test_a_variation_of_an_upscale_is_drawn_at_the_models_size(generator: Genera
     variation = run(generator, vary_job(upscale, 0, Strength.STRONG, owner="u"))
 
     assert (variation.width, variation.height) == image_size((3, 2), TINY) == (192, 128)
+
+
+def test_no_job_makes_an_image_past_max_pixels(engine_config: EngineConfig) -> None:
+    limits = JobLimits(max_pixels=50_000)
+    generator = Generator(replace(engine_config, limits=limits))
+    source_job = imagine_job(parse_prompt("a red fox --seed 5 --ar 3:2 --hd"), model="tiny")
+    source = run(generator, source_job)
+    assert (source.width, source.height) == (256, 128)  # --hd's 320×192, shrunk to fit
+    upscale = upscale_job(source_job, 0, Strength.SUBTLE, owner="u")
+    upscaled = run(generator, upscale)
+    again = run(generator, upscale_job(upscale, 0, Strength.SUBTLE, owner="u"))  # a forged press
+
+    for result in (upscaled, again):
+        assert result.width * result.height <= limits.max_pixels
+        assert size_of(result.images[0]) == (result.width, result.height)
+    assert upscaled.width > upscaled.height  # its shape kept
 
 
 def test_variation_and_upscale_of_an_hd_image_start_from_its_size(generator: Generator) -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine.config import DEFAULT_PRESETS, EngineConfig
+from engine.config import DEFAULT_PRESETS, EngineConfig, JobLimits
 from engine.intake import (
     Preferences,
     Prompt,
@@ -105,6 +105,18 @@ def test_steps_past_the_cap_are_noted() -> None:
         "at most 150 steps run here (--steps × --q): 150 ran",
     )
     assert one("a cat --steps 75 --q 2").request.notes == ()
+
+
+def test_limits_of_the_server_cut_steps_and_pixels_and_say_so() -> None:
+    limits = JobLimits(max_steps=40, max_pixels=120_000)
+    config = replace(CONFIG, limits=limits)
+    reading = read_prompt("a cat --steps 50 --ar 2:1 --v sdxl", config, Preferences())
+    assert reading.prompts[0].request.notes == (
+        "at most 40 steps run here (--steps × --q): 40 ran",
+        "images here have at most 120,000 pixels: drawn at 448×192 instead of 1408×704",
+    )
+    small = read_prompt("a cat --ar 2:1", config, Preferences())  # tiny: 192×96, within
+    assert small.prompts[0].request.notes == ()
 
 
 # --- stylize, suffix, custom options ----------------------------------------------------------

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 
-from engine.config import DEFAULT_PRESETS, ModelPreset
+from engine.config import DEFAULT_PRESETS, JobLimits, ModelPreset
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
 from engine.plan import (
     DRAFT_STEPS_FACTOR,
     EXP_GUIDANCE,
     HD_SCALE,
     HD_STRENGTH,
+    final_size,
     hd_size,
+    imagine_size,
     make_plan,
     planned_steps,
+    upscale_size,
+    variation_size,
 )
 from engine.prompt import parse_prompt
-from engine.prompt.request import MAX_STEPS, ImagineRequest
+from engine.prompt.request import ImagineRequest
+from engine.resolution import image_size, supported_aspects
 
 TINY = DEFAULT_PRESETS["tiny"]  # 8 steps, guidance 5, euler, 128²
 SDXL = DEFAULT_PRESETS["sdxl"]  # 30 steps, guidance 6
+LIMITS = JobLimits()  # 150 steps, 5 M pixels
 
 
 def request(prompt: str = "a red fox", **changes: object) -> ImagineRequest:
@@ -36,7 +43,7 @@ def imagine(req: ImagineRequest, preset: ModelPreset = TINY) -> Job:
 
 def test_the_documented_constants() -> None:
     assert (DRAFT_STEPS_FACTOR, EXP_GUIDANCE, HD_SCALE, HD_STRENGTH) == (0.25, 0.5, 1.5, 0.45)
-    assert MAX_STEPS == 150
+    assert (LIMITS.max_steps, LIMITS.max_pixels) == (150, 5_000_000)
 
 
 @pytest.mark.parametrize(
@@ -57,33 +64,36 @@ def test_the_documented_constants() -> None:
     ],
 )
 def test_planned_steps(prompt: str, changes: dict[str, object], expected: tuple[int, bool]) -> None:
-    assert planned_steps(request(prompt, **changes), TINY) == expected
+    assert planned_steps(request(prompt, **changes), TINY, LIMITS) == expected
 
 
 def test_draft_on_a_real_preset_rounds_to_the_nearest_step() -> None:
-    assert planned_steps(request(draft=True), SDXL) == (8, False)  # 30 × 0.25 = 7.5
+    assert planned_steps(request(draft=True), SDXL, LIMITS) == (8, False)  # 30 × 0.25 = 7.5
 
 
 def test_make_plan_runs_the_planned_steps() -> None:
     for req in (request("a fox --steps 150 --q 2"), request(draft=True), request(quality=4.0)):
-        assert make_plan(imagine(req), TINY, (128, 128)).steps == planned_steps(req, TINY)[0]
+        assert (
+            make_plan(imagine(req), TINY, (128, 128), LIMITS).steps
+            == planned_steps(req, TINY, LIMITS)[0]
+        )
 
 
 @pytest.mark.parametrize(("exp", "guidance"), [(0, 6.0), (25, 6.75), (50, 7.5), (100, 9.0)])
 def test_exp_raises_the_preset_guidance(exp: int, guidance: float) -> None:
-    plan = make_plan(imagine(request(experimental=exp), SDXL), SDXL, (1024, 1024))
+    plan = make_plan(imagine(request(experimental=exp), SDXL), SDXL, (1024, 1024), LIMITS)
 
     assert plan.guidance == pytest.approx(guidance)
 
 
 def test_an_explicit_cfg_wins_over_exp() -> None:
-    plan = make_plan(imagine(request("a fox --cfg 4", experimental=100)), TINY, (128, 128))
+    plan = make_plan(imagine(request("a fox --cfg 4", experimental=100)), TINY, (128, 128), LIMITS)
 
     assert plan.guidance == 4.0
 
 
 def test_hd_plans_a_second_img2img_pass_at_one_and_a_half_times_the_size() -> None:
-    plan = make_plan(imagine(request("a fox --ar 2:1", hd=True)), TINY, (192, 128))
+    plan = make_plan(imagine(request("a fox --ar 2:1", hd=True)), TINY, (192, 128), LIMITS)
 
     assert plan.hd is not None and plan.hd.hd is None
     assert (plan.hd.width, plan.hd.height) == (320, 192)  # 288 rounds to 320 on the 64 grid
@@ -94,7 +104,7 @@ def test_hd_plans_a_second_img2img_pass_at_one_and_a_half_times_the_size() -> No
 
 
 def test_hd_pass_runs_at_least_one_step_on_a_one_step_schedule() -> None:
-    plan = make_plan(imagine(request("a fox --steps 1", hd=True)), TINY, (128, 128))
+    plan = make_plan(imagine(request("a fox --steps 1", hd=True)), TINY, (128, 128), LIMITS)
 
     assert plan.hd is not None and plan.hd.denoise_steps == 1
     assert plan.total_steps == 2
@@ -102,7 +112,7 @@ def test_hd_pass_runs_at_least_one_step_on_a_one_step_schedule() -> None:
 
 def test_hd_pass_keeps_the_first_pass_sampler_and_guidance() -> None:
     req = request("a fox --sampler dpmpp_2m --cfg 9", hd=True)
-    plan = make_plan(imagine(req), TINY, (128, 128))
+    plan = make_plan(imagine(req), TINY, (128, 128), LIMITS)
 
     assert plan.hd is not None
     assert (plan.hd.sampler, plan.hd.guidance) == ("dpmpp_2m", 9.0)
@@ -129,8 +139,10 @@ def test_hd_size_is_one_and_a_half_times_on_the_64_grid(
 def test_variations_and_upscales_of_an_hd_image_plan_no_second_pass() -> None:
     source = imagine(request(hd=True))
 
-    vary = make_plan(vary_job(source, 0, Strength.SUBTLE, owner="u"), TINY, (192, 192))
-    upscale = make_plan(upscale_job(source, 0, Strength.SUBTLE, owner="u"), TINY, (128, 128))
+    vary = make_plan(vary_job(source, 0, Strength.SUBTLE, owner="u"), TINY, (192, 192), LIMITS)
+    upscale = make_plan(
+        upscale_job(source, 0, Strength.SUBTLE, owner="u"), TINY, (128, 128), LIMITS
+    )
 
     assert vary.hd is None and (vary.width, vary.height) == (192, 192)
     assert upscale.hd is None
@@ -139,3 +151,40 @@ def test_variations_and_upscales_of_an_hd_image_plan_no_second_pass() -> None:
 def test_plan_module_imports_no_torch() -> None:
     code = "import sys, engine.plan; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# [limits] max_steps and max_pixels
+
+
+def test_a_lower_max_steps_caps_every_schedule() -> None:
+    limits = JobLimits(max_steps=40)
+    assert planned_steps(request("a fox --steps 60"), TINY, limits) == (40, True)
+    assert planned_steps(request("a fox --steps 40"), TINY, limits) == (40, False)
+    assert (
+        make_plan(imagine(request("a fox --steps 30 --q 2")), TINY, (128, 128), limits).steps == 40
+    )
+
+
+def test_every_size_a_job_draws_or_makes_stays_within_max_pixels() -> None:
+    limits = JobLimits(max_pixels=300_000)
+    wide = request("a fox --ar 16:9", hd=True)
+    first = imagine_size(wide, SDXL, limits)
+    plan = make_plan(imagine(wide, SDXL), SDXL, first, limits)
+    assert plan.hd is not None
+    for width, height in (
+        first,
+        (plan.hd.width, plan.hd.height),
+        final_size(wide, SDXL, limits),
+        variation_size((4096, 4096), SDXL, limits),
+        upscale_size((2048, 2048), limits),
+    ):
+        assert width * height <= 300_000 and width % 64 == 0 and height % 64 == 0
+    assert abs(math.log(first[0] / first[1]) - math.log(1344 / 768)) < 0.1  # its shape kept
+
+
+def test_the_default_max_pixels_takes_every_upscale_of_a_grid_image_but_no_upscale_of_one() -> None:
+    for aspect in supported_aspects():
+        width, height = image_size(aspect, SDXL)
+        assert upscale_size((width, height), LIMITS) == (2 * width, 2 * height), aspect
+    width, height = upscale_size((2048, 2048), LIMITS)  # a forged Upscale of an upscale
+    assert width == height and width * height <= 5_000_000

@@ -17,7 +17,7 @@ import torch
 from engine.jobs import Failed, Job, JobEvent, Started, imagine_job
 from engine.prompt import parse_prompt
 from engine.storage import DISK_FULL, StorageError
-from engine.worker import GPU_FAULT, UNEXPECTED, Ready, poisons_the_device, serve
+from engine.worker import GPU_FAULT, UNEXPECTED, Preloaded, Ready, poisons_the_device, serve
 
 TIMEOUT = 10
 
@@ -59,7 +59,7 @@ class Served:
         while len(out) < count:
             assert self.events.poll(TIMEOUT), "no event in time"
             event = self.events.recv()
-            if not isinstance(event, Ready):
+            if not isinstance(event, Ready | Preloaded):
                 out.append(event)
         return out
 
