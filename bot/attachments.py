@@ -15,6 +15,7 @@ from PIL import Image
 JPEG_QUALITY = 92  # high enough that a re-encoded grid looks like the PNG
 DOWNSCALE_STEP = 0.8  # each try past the first shrinks both sides by this
 MIN_SIDE = 64
+MIN_UPLOAD = 8 * 1024  # a refused upload is not shrunk below this: something else is wrong
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,22 @@ class Upload:
 def fit_image(path: Path, limit: int, stem: str) -> Upload:
     """The PNG at `path` as it is when it fits `limit` bytes; else a high-quality JPEG, then
     smaller ones until one fits."""
-    data = path.read_bytes()
-    if len(data) <= limit:
+    return fit_bytes(path.read_bytes(), limit, stem)
+
+
+def shrunk(upload: Upload) -> Upload | None:
+    """`upload` re-encoded to half its size, for a Discord that refused it as too large (413:
+    the upload limit was guessed, e.g. after a restart); None when it is small already."""
+    limit = len(upload.data) // 2
+    if limit < MIN_UPLOAD:
+        return None
+    return fit_bytes(upload.data, limit, upload.filename.rsplit(".", 1)[0])
+
+
+def fit_bytes(data: bytes, limit: int, stem: str) -> Upload:
+    """`data` (an image file) as it is when it fits `limit` bytes and is a PNG; else a
+    high-quality JPEG, then smaller ones until one fits."""
+    if len(data) <= limit and data.startswith(b"\x89PNG"):
         return Upload(data, f"{stem}.png")
     with Image.open(io.BytesIO(data)) as image:
         rgb = image.convert("RGB")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
-from bot.attachments import Upload
+from bot.attachments import Upload, shrunk
 from engine.jobs import Job
 
 if TYPE_CHECKING:
@@ -284,14 +284,51 @@ class LatestOnly:
             except Undeliverable as error:
                 logger.warning("gave up on the message of %s: %s", self._name, error)
                 return True
+            except discord.HTTPException as error:
+                if _too_large(error) and state.upload is not None:
+                    # The upload limit was a guess (a job delivered after a restart): shrink.
+                    smaller = await asyncio.to_thread(shrunk, state.upload)
+                    if smaller is not None:
+                        logger.warning(
+                            "%s: Discord refused %d bytes as too large; sending %d",
+                            self._name,
+                            len(state.upload.data),
+                            len(smaller.data),
+                        )
+                        state = dataclasses.replace(state, upload=smaller)
+                        continue
+                if _too_large(error) or _refused_for_good(error):
+                    # The same request would be refused again: retrying helps nobody (the job
+                    # stays in /info and /show).
+                    logger.exception(
+                        "gave up on the message of %s: Discord refused it (%s, code %s)",
+                        self._name,
+                        error.status,
+                        error.code,
+                    )
+                    return True
+                self._log_retry(attempt)
             except Exception:
-                delays = self._retry_delays_s
-                delay = delays[min(attempt, len(delays)) - 1]
-                logger.warning(
-                    "could not send the last state of %s (try %d); again in %.0f s",
-                    self._name,
-                    attempt,
-                    delay,
-                    exc_info=True,
-                )
-            await asyncio.sleep(delay)
+                self._log_retry(attempt)
+            delays = self._retry_delays_s
+            await asyncio.sleep(delays[min(attempt, len(delays)) - 1])
+
+    def _log_retry(self, attempt: int) -> None:
+        delays = self._retry_delays_s
+        logger.warning(
+            "could not send the last state of %s (try %d); again in %.0f s",
+            self._name,
+            attempt,
+            delays[min(attempt, len(delays)) - 1],
+            exc_info=True,
+        )
+
+
+def _too_large(error: discord.HTTPException) -> bool:
+    return error.status == 413 or error.code == 40005  # Request entity too large
+
+
+def _refused_for_good(error: discord.HTTPException) -> bool:
+    """A 4xx that no retry changes: a malformed request (400). Not 401/403/404 (the target
+    falls back to the channel, then to a DM, before they get here), 408 or 429."""
+    return 400 <= error.status < 500 and error.status not in (401, 403, 404, 408, 429)

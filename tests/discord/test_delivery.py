@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 import bot.editing
-from tests.discord.helpers import Harness, harness, image_of, job_id_of
+from tests.discord.helpers import JOB_TIMEOUT, Harness, eventually, harness, image_of, job_id_of
 from tests.fake_discord import RecordedRequest
 
 __all__ = ["harness"]
@@ -90,6 +90,45 @@ async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(harness: Harne
     stored = h.stored(finished)
     assert stored.result is not None and stored.result.grid is not None
     assert stored.result.grid.stat().st_size > 12_000  # the stored PNG itself stays lossless
+
+
+async def test_a_file_refused_as_too_large_is_shrunk_until_it_lands(harness: Harness) -> None:
+    """The upload limit can be a guess (a job delivered after a restart assumes 10 MB): a 413
+    shrinks the file and sends it again, instead of retrying the same bytes for ever."""
+    h = harness
+    h.fake.attachment_size_limit = 30_000  # what the fake enforces …
+    await h.start()
+    # … while the interaction says 10 MB, as the guess after a restart does
+    interaction = await h.imagine("a very detailed tapestry", attachment_size_limit=10_000_000)
+    finished = await h.finished((await h.job_message(interaction)).id)
+
+    [attachment] = finished.attachments
+    assert len(attachment.data) <= 30_000
+    assert image_of(attachment.data).format == "JPEG"
+    refused = [r for r in h.fake.requests if r.status == 413]
+    assert refused and all(r.response["code"] == 40005 for r in refused)
+    await eventually(lambda: h.stored(finished).delivered)
+
+
+async def test_a_final_edit_refused_as_malformed_is_given_up_not_retried_for_ever(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start()
+    interaction = await h.imagine("a malformed ending")
+    message = await h.job_message(interaction)
+    h.fake.fail_next(
+        "webhook_message_edit", status=400, times=100, when=lambda r: "(seed " in str(r.json)
+    )
+    h.fake.fail_next(
+        "channel_message_edit", status=400, times=100, when=lambda r: "(seed " in str(r.json)
+    )
+    await eventually(lambda: h.stored(message).delivered, timeout=JOB_TIMEOUT)  # settled
+
+    tries = [r for r in h.fake.requests if r.status == 400]
+    assert 1 <= len(tries) <= 2  # the webhook, then the channel: once each
+    stored = h.stored(message)
+    assert stored.status.value == "done" and stored.result is not None  # kept for /show
 
 
 async def test_near_the_token_expiry_edits_go_through_the_channel_unasked(

@@ -54,6 +54,8 @@ MAX_REQUEST_BYTES = 512 * 1024 * 1024
 OP_DISPATCH = 0
 OP_HEARTBEAT = 1
 OP_IDENTIFY = 2
+OP_RESUME = 6
+OP_INVALID_SESSION = 9
 OP_REQUEST_MEMBERS = 8
 OP_HELLO = 10
 OP_HEARTBEAT_ACK = 11
@@ -106,6 +108,7 @@ class RecordedRequest:
     body: bytes = b""
     status: int = 0
     response: Any = None
+    injected: bool = False  # answered with a failure that fail_next() or flaky() injected
 
     @property
     def payload(self) -> Payload:
@@ -255,17 +258,39 @@ class _Fault:
 
 
 @dataclass
+class _Flaky:
+    """Every ``every``-th request to a matching route fails with ``status``."""
+
+    status: int
+    every: int
+    retry_after: float
+    routes: frozenset[str] | None  # None: every route but GETs
+    seen: int = 0
+
+
+@dataclass
+class _SessionState:
+    """A gateway session: it outlives its connection, so that a bot can RESUME it."""
+
+    session_id: str
+    seq: int = 0
+    # Dispatched while no connection was up: sent on RESUME, as Discord replays missed events.
+    pending: list[tuple[int, str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class _GatewaySession:
     ws: web.WebSocketResponse
-    seq: int = 0
+    state: _SessionState | None = None
     identified: bool = False
 
     async def send(self, payload: Payload) -> None:
         await self.ws.send_str(json.dumps(payload))
 
     async def dispatch(self, event: str, data: Any) -> None:
-        self.seq += 1
-        await self.send({"op": OP_DISPATCH, "t": event, "s": self.seq, "d": data})
+        assert self.state is not None
+        self.state.seq += 1
+        await self.send({"op": OP_DISPATCH, "t": event, "s": self.state.seq, "d": data})
 
 
 def walk_components(components: list[Payload]) -> Iterator[Payload]:
@@ -276,6 +301,27 @@ def walk_components(components: list[Payload]) -> Iterator[Payload]:
         for key in ("accessory", "component"):
             if isinstance(component.get(key), dict):
                 yield from walk_components([component[key]])
+
+
+def _injected(status: int, retry_after: float) -> ApiError:
+    """An injected failure: a 429 as Discord sends one (discord.py checks the Via header), or
+    a bare error status."""
+    if status != 429:
+        return ApiError(status, 0, f"{status}: injected failure")
+    return ApiError(
+        429,
+        0,
+        "You are being rate limited.",
+        extra={"retry_after": retry_after, "global": False},
+        headers={
+            "Via": "1.1 google",
+            "Retry-After": str(retry_after),
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset-After": str(retry_after),
+            "X-RateLimit-Scope": "user",
+        },
+    )
 
 
 def _reaction(emoji: str) -> Payload:
@@ -407,7 +453,11 @@ class FakeDiscord:
         self.commands: dict[int | None, list[Payload]] = {}  # by guild id; None = global
         self._by_token: dict[str, FakeInteraction] = {}
         self._faults: dict[str, _Fault] = {}
+        self._flaky: _Flaky | None = None
         self._sessions: list[_GatewaySession] = []
+        self._session_state: _SessionState | None = None  # the last one identified
+        self.resumes = 0  # sessions resumed after a dropped connection
+        self.dropped = False  # drop_gateway() closed the connection and no bot resumed yet
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
 
@@ -560,33 +610,62 @@ class FakeDiscord:
         with ``when``, only the requests it matches (e.g. the edit that carries a result)."""
         self._faults[route] = _Fault(status, times, retry_after, when)
 
+    def flaky(
+        self,
+        status: int = 429,
+        *,
+        every: int = 2,
+        retry_after: float = 0.05,
+        routes: set[str] | None = None,
+    ) -> None:
+        """From now on fail every ``every``-th request (to ``routes``; by default to every route
+        the bot writes to, i.e. all but GETs) with ``status``: Discord on a bad day."""
+        frozen = frozenset(routes) if routes is not None else None
+        self._flaky = _Flaky(status, every, retry_after, frozen)
+
+    def steady(self) -> None:
+        """Stop what ``flaky`` started."""
+        self._flaky = None
+
+    async def drop_gateway(self, code: int = 4000, *, resumable: bool = True) -> None:
+        """Close every gateway connection as Discord does when it restarts a gateway node
+        (4000); the bot reconnects and RESUMEs, and what was dispatched meanwhile is replayed to
+        it. Not `resumable`: the session is forgotten, so the RESUME gets INVALID_SESSION and the
+        bot must IDENTIFY afresh (a new READY)."""
+        self.dropped = resumable
+        if not resumable:
+            self._session_state = None
+        for session in [s for s in self._sessions if not s.ws.closed]:
+            session.identified = False
+            await session.ws.close(code=code, message=b"fake discord: connection dropped")
+
     def expire(self, interaction: FakeInteraction) -> None:
         """Make the interaction's token expire, as after 15 minutes."""
         interaction.expired = True
 
     def _check_fault(self, record: RecordedRequest) -> None:
+        self._check_flaky(record)
         fault = self._faults.get(record.route)
         if fault is None or (fault.when is not None and not fault.when(record)):
             return
         fault.times -= 1
         if fault.times <= 0:
             del self._faults[record.route]
-        if fault.status != 429:
-            raise ApiError(fault.status, 0, f"{fault.status}: injected failure")
-        raise ApiError(
-            429,
-            0,
-            "You are being rate limited.",
-            extra={"retry_after": fault.retry_after, "global": False},
-            headers={
-                "Via": "1.1 google",
-                "Retry-After": str(fault.retry_after),
-                "X-RateLimit-Limit": "5",
-                "X-RateLimit-Remaining": "0",
-                "X-RateLimit-Reset-After": str(fault.retry_after),
-                "X-RateLimit-Scope": "user",
-            },
-        )
+        record.injected = True
+        raise _injected(fault.status, fault.retry_after)
+
+    def _check_flaky(self, record: RecordedRequest) -> None:
+        flaky = self._flaky
+        if flaky is None:
+            return
+        if flaky.routes is None and record.method == "GET":
+            return
+        if flaky.routes is not None and record.route not in flaky.routes:
+            return
+        flaky.seen += 1
+        if flaky.seen % flaky.every == 1 or flaky.every == 1:
+            record.injected = True
+            raise _injected(flaky.status, flaky.retry_after)
 
     # -- recording and waiting --------------------------------------------------------------------
 
@@ -648,11 +727,13 @@ class FakeDiscord:
         *,
         timeout: float = 10.0,  # noqa: ASYNC109
     ) -> RecordedRequest:
-        """The bot's answer to ``interaction`` (``POST /interactions/{id}/{token}/callback``)."""
+        """The bot's answer to ``interaction`` (``POST /interactions/{id}/{token}/callback``);
+        a try that an injected failure refused does not count."""
         return await self.wait_for(
             lambda r: (
                 r.route == "interaction_callback"
                 and r.params["interaction_id"] == str(interaction.id)
+                and not r.injected
             ),
             timeout=timeout,
         )
@@ -1146,21 +1227,43 @@ class FakeDiscord:
             await session.send({"op": OP_HEARTBEAT_ACK})
         elif op == OP_IDENTIFY:
             await self._identify(session)
+        elif op == OP_RESUME:
+            await self._resume(session, frame["d"])
         elif op == OP_REQUEST_MEMBERS:
             await self._send_members(session, frame["d"])
         await self._notify()
 
     async def _identify(self, session: _GatewaySession) -> None:
+        session.state = self._session_state = _SessionState(secrets.token_hex(16))
+        self.dropped = False
         ready = payloads.ready(
             user_payload=self.bot_user,
             app_id=self.application_id,
             guild_ids=[self.guild_id],
-            session_id=secrets.token_hex(16),
+            session_id=session.state.session_id,
             resume_url=self.gateway_url,
         )
         await session.dispatch("READY", ready)
         await session.dispatch("GUILD_CREATE", self.guild_payload())
         session.identified = True
+
+    async def _resume(self, session: _GatewaySession, request: Payload) -> None:
+        state = self._session_state
+        if (
+            state is None
+            or request.get("session_id") != state.session_id
+            or request.get("token") != self.bot_token
+        ):
+            await session.send({"op": OP_INVALID_SESSION, "d": False})
+            return
+        session.state = state
+        for seq, event, data in state.pending:
+            await session.send({"op": OP_DISPATCH, "t": event, "s": seq, "d": data})
+        state.pending.clear()
+        await session.dispatch("RESUMED", {})
+        session.identified = True
+        self.resumes += 1
+        self.dropped = False
 
     async def _send_members(self, session: _GatewaySession, request: Payload) -> None:
         wanted = {int(u) for u in request.get("user_ids") or []}
@@ -1184,6 +1287,11 @@ class FakeDiscord:
     async def push_event(self, event: str, data: Payload) -> None:
         """Send a gateway DISPATCH to every connected bot."""
         sessions = [s for s in self._sessions if s.identified and not s.ws.closed]
+        if not sessions and self._session_state is not None and self.dropped:
+            state = self._session_state  # the bot is reconnecting: it gets this on RESUME
+            state.seq += 1
+            state.pending.append((state.seq, event, data))
+            return
         if not sessions:
             raise RuntimeError("no bot is connected to the fake gateway (start one first)")
         for session in sessions:
