@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default="tiny", help="a model preset (default: tiny)")
     bench.add_argument("--repeats", type=int, default=3, help="runs per row (the median is shown)")
     bench.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
+    bench.add_argument(
+        "--load",
+        action="store_true",
+        help="instead: the bot under load against a fake Discord (needs a source checkout)",
+    )
+    bench.add_argument("--users", type=int, default=50, help="--load: users (default: 50)")
+    bench.add_argument("--jobs", type=int, default=5, help="--load: jobs each sends (default: 5)")
+    bench.add_argument("--rounds", type=int, default=2, help="--load: bursts (default: 2)")
     return parser
 
 
@@ -60,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.local import run_local
 
         return asyncio.run(run_local(config.engine, args.prompt, args.out, args.model))
+    if args.command == "bench" and args.load:
+        return _bench_load(args.users, args.jobs, args.rounds)
     if args.command == "bench":
         from engine.bench import run_bench
 
@@ -72,3 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _bench_load(users: int, jobs: int, rounds: int) -> int:
+    """The load scenario of tests/discord/load.py (the fake Discord lives with the tests)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "tests" / "fake_discord").is_dir() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        from tests.discord.load import run_load
+    except ImportError as error:
+        print(f"bench --load needs a source checkout with the dev extra ({error})", file=sys.stderr)
+        return 2
+    report = asyncio.run(run_load(users=users, jobs_per_user=jobs, rounds=rounds))
+    print(report.table())
+    return 0

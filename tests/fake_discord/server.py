@@ -238,6 +238,8 @@ class FakeInteraction:
     choices: list[Payload] | None = None  # autocomplete answer (callback type 8)
     expired: bool = False
     dispatched_at: float = 0.0  # the event loop's clock when the fake sent it
+    acked_at: float | None = None  # … and when its callback was accepted
+    ephemeral: bool = False  # the callback's answer is private
 
 
 @dataclass
@@ -1042,6 +1044,9 @@ class FakeDiscord:
         response_type = int(record.payload.get("type", 0))
         message = self._apply_callback(interaction, response_type, record)
         interaction.response_type = response_type
+        interaction.acked_at = asyncio.get_running_loop().time()
+        flags = int((record.payload.get("data") or {}).get("flags") or 0)
+        interaction.ephemeral = bool(flags & FLAG_EPHEMERAL)
         if record.query.get("with_response", "").lower() not in ("1", "true"):
             return None  # Discord answers 204 unless asked for the callback object
         return self._callback_payload(interaction, response_type, message)

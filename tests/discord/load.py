@@ -1,0 +1,282 @@
+"""The load scenario (issue 6 §8): many users each send several /imagine at once, in rounds.
+
+The real bot (bot.app.ImagineBot) and a real engine process with the tiny model, against the
+fake Discord on 127.0.0.1. Shared by tests/discord/test_load.py, which asserts the outcomes
+(every interaction acked, refusals private and naming the limit, turns taken, every accepted job
+delivered), and `imagine-bot bench --load`, which prints the figures (ack latency, jobs/min, RSS).
+It lives beside the tests because it needs the fake Discord (a source checkout with the dev
+extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import ImagineBot
+from bot.config import BotConfig, DiscordConfig, LimitsConfig, PermissionsConfig
+from bot.store import JobStatus
+from engine.client import EngineClient
+from engine.config import DEFAULT_PRESETS, EngineConfig
+from engine.jobs import Job, JobEvent, JobHandle, JobResult, Started, imagine_job
+from engine.prompt import parse_prompt
+from tests.fake_discord import FakeDiscord, FakeInteraction
+from tests.fake_discord.fixtures import BotRunner, patch_discord
+from tests.fake_discord.payloads import FLAG_EPHEMERAL
+
+PROMPT = "a lighthouse at dusk --steps 2"
+EDIT_INTERVAL_S = 0.5  # the bot's edit throttle (2 s in production): a shorter run, same shape
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    users: int
+    jobs_per_user: int
+    rounds: int
+    sent: int  # /imagine interactions
+    acks_s: tuple[float, ...]  # each acked interaction: sent → its callback accepted
+    unacked: int  # interactions Discord would have shown as "did not respond"
+    accepted: tuple[str, ...]  # job ids, in the order they were queued
+    refusals: tuple[str, ...]  # the private answers of the refused interactions
+    started_by: tuple[str, ...]  # owners, in the order their jobs started on the engine
+    delivered: int  # accepted jobs whose grid reached Discord
+    elapsed_s: float
+    rss_mb: tuple[tuple[float, float], ...]  # (bot, engine) before the first round, after each
+
+    def ack_percentile(self, share: float) -> float:
+        ordered = sorted(self.acks_s)
+        return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+    def _ack_ms(self) -> list[float]:
+        if not self.acks_s:
+            return []
+        return [self.ack_percentile(share) * 1000 for share in (0.5, 0.99, 1.0)]
+
+    def table(self) -> str:
+        minutes = self.elapsed_s / 60
+        rows = [
+            ("users × jobs × rounds", f"{self.users} × {self.jobs_per_user} × {self.rounds}"),
+            ("interactions sent", str(self.sent)),
+            ("acked / not acked", f"{len(self.acks_s)} / {self.unacked}"),
+            (
+                "ack p50 / p99 / max",
+                " / ".join(f"{self.ack_percentile(q) * 1000:.0f} ms" for q in (0.5, 0.99, 1.0)),
+            ),
+            ("jobs accepted / refused", f"{len(self.accepted)} / {len(self.refusals)}"),
+            ("jobs delivered", str(self.delivered)),
+            ("jobs per minute", f"{self.delivered / minutes:.1f}" if minutes else "-"),
+            ("elapsed", f"{self.elapsed_s:.1f} s"),
+        ]
+        for i, (bot_mb, engine_mb) in enumerate(self.rss_mb):
+            label = "RSS before" if i == 0 else f"RSS after round {i}"
+            rows.append((label, f"bot {bot_mb:.0f} MB, engine {engine_mb:.0f} MB"))
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+class _RecordedHandle:
+    def __init__(self, handle: JobHandle, started_by: list[str]) -> None:
+        self.job = handle.job
+        self._handle = handle
+        self._started_by = started_by
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        async for event in self._handle.events():
+            if isinstance(event, Started):
+                self._started_by.append(self.job.owner)
+            yield event
+
+    async def result(self) -> JobResult:
+        return await self._handle.result()
+
+
+class RecordingEngine:
+    """The engine, noting whose job starts when (to check that owners take turns)."""
+
+    def __init__(self, inner: EngineClient) -> None:
+        self.inner = inner
+        self.started_by: list[str] = []
+        self.accepted: list[str] = []
+
+    async def submit(self, job: Job) -> JobHandle:
+        handle = await self.inner.submit(job)
+        self.accepted.append(job.id)
+        return _RecordedHandle(handle, self.started_by)
+
+    def __getattr__(self, name: str) -> Any:  # cancel, position, jobs, unavailable
+        return getattr(self.inner, name)
+
+
+def rss_mb(pid: int | None) -> float:
+    """Resident memory of a process, from /proc (Linux); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def engine_config(storage: Path) -> EngineConfig:
+    presets = dict(DEFAULT_PRESETS)
+    return EngineConfig(
+        model="tiny", device="cpu", storage=storage, preview_every=1, presets=presets
+    )
+
+
+async def run_load(
+    *,
+    users: int = 50,
+    jobs_per_user: int = 5,
+    rounds: int = 2,
+    limits: LimitsConfig | None = None,
+    prompt: str = PROMPT,
+    storage: Path | None = None,
+    timeout_s: float = 1800.0,
+) -> LoadReport:
+    """Start a fake Discord, an engine and the bot; send the bursts; wait for every accepted
+    job's grid; stop everything; report."""
+    with tempfile.TemporaryDirectory(prefix="imagine-load-") as scratch:
+        root = storage or Path(scratch)
+        fake = FakeDiscord()
+        await fake.start()
+        patch = pytest.MonkeyPatch()
+        engine = EngineClient(engine_config(root))
+        try:
+            patch_discord(patch, fake)
+            await engine.start()
+            recording = RecordingEngine(engine)
+            config = BotConfig(
+                discord=DiscordConfig(token="unused", guild_ids=(fake.guild_id,)),
+                engine=engine.config,
+                limits=limits or LimitsConfig(max_queued_total=users * jobs_per_user),
+                permissions=PermissionsConfig(),
+            )
+            bot = ImagineBot(config, engine=recording, edit_interval_s=EDIT_INTERVAL_S)
+            runner = BotRunner(fake)
+            await runner.start(bot)
+            try:
+                return await asyncio.wait_for(
+                    _bursts(fake, bot, recording, users, jobs_per_user, rounds, prompt), timeout_s
+                )
+            finally:
+                await runner.stop_all()
+        finally:
+            await engine.close()
+            await fake.stop()
+            patch.undo()
+
+
+async def _bursts(
+    fake: FakeDiscord,
+    bot: ImagineBot,
+    engine: RecordingEngine,
+    users: int,
+    jobs_per_user: int,
+    rounds: int,
+    prompt: str,
+) -> LoadReport:
+    user_ids = [fake.add_user(f"user{i}") for i in range(users)]
+    # One job first, past the bot: memory "before" is a started engine with its model loaded.
+    warm_up = imagine_job(parse_prompt(prompt), model="tiny", owner="warm-up")
+    await (await engine.inner.submit(warm_up)).result()
+    engine_pid = engine.inner._process.process.pid if engine.inner._process else None
+    memory = [(rss_mb(os.getpid()), rss_mb(engine_pid))]
+    sent: list[FakeInteraction] = []
+    started = time.monotonic()
+    for _ in range(rounds):
+        burst: list[FakeInteraction] = []
+        for user in user_ids:  # each user sends all theirs at once, one user after another
+            for _ in range(jobs_per_user):
+                burst.append(
+                    await fake.push_slash_command(
+                        "imagine",
+                        {"prompt": f"{prompt} --seed {len(sent) + len(burst)}"},
+                        user_id=user,
+                    )
+                )
+        sent.extend(burst)
+        await _until_all_answered(fake, bot, burst, engine)
+        engine_pid = engine.inner._process.process.pid if engine.inner._process else None
+        memory.append((rss_mb(os.getpid()), rss_mb(engine_pid)))
+    elapsed = time.monotonic() - started
+    acks = [i.acked_at - i.dispatched_at for i in sent if i.acked_at is not None]
+    refusals = tuple(_private_text(fake, i) for i in sent if _refused(i))
+    delivered = sum(
+        1
+        for job_id in engine.accepted
+        if (stored := bot.store.get_job(job_id)) is not None and stored.delivered
+    )
+    return LoadReport(
+        users=users,
+        jobs_per_user=jobs_per_user,
+        rounds=rounds,
+        sent=len(sent),
+        acks_s=tuple(acks),
+        unacked=sum(1 for i in sent if i.acked_at is None),
+        accepted=tuple(engine.accepted),
+        refusals=refusals,
+        started_by=tuple(engine.started_by),
+        delivered=delivered,
+        elapsed_s=elapsed,
+        rss_mb=tuple(memory),
+    )
+
+
+def _refused(interaction: FakeInteraction) -> bool:
+    """Answered privately (a refusal) rather than with a public job message."""
+    return interaction.acked_at is not None and interaction.ephemeral
+
+
+def _private_text(fake: FakeDiscord, interaction: FakeInteraction) -> str:
+    for request in fake.requests:
+        if (
+            request.route == "interaction_callback"
+            and request.params["interaction_id"] == str(interaction.id)
+            and not request.injected
+        ):
+            data = request.payload.get("data") or {}
+            if int(data.get("flags") or 0) & FLAG_EPHEMERAL:
+                return str(data.get("content", ""))
+    return ""
+
+
+async def _until_all_answered(
+    fake: FakeDiscord, bot: ImagineBot, burst: list[FakeInteraction], engine: RecordingEngine
+) -> None:
+    """Until every interaction of the burst was answered (or missed its 3 s), and every job
+    accepted so far has ended and been delivered."""
+
+    def settled() -> bool | None:
+        now = asyncio.get_running_loop().time()
+        for interaction in burst:
+            if (
+                interaction.acked_at is None
+                and now - interaction.dispatched_at <= fake.ack_deadline_s
+            ):
+                return None
+        for job_id in engine.accepted:
+            stored = bot.store.get_job(job_id)
+            if stored is None or stored.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                return None
+            if not stored.delivered:
+                return None
+        return True
+
+    while settled() is None:  # noqa: ASYNC110 (the store and the clock change, not one event)
+        await asyncio.sleep(0.1)
+
+
+__all__ = ["LoadReport", "RecordingEngine", "run_load"]
