@@ -8,6 +8,7 @@ Jobs, requests and results live in JSON columns written by the explicit function
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -19,10 +20,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from engine.jobs import ImageRef, Job, JobKind, JobResult, Strength
-from engine.prompt.request import ImagineRequest, PromptPart
+import msgspec
+
+from engine.jobs import Job, JobResult, Strength
+from engine.prompt.request import ImagineRequest
 
 log = logging.getLogger(__name__)
 
@@ -81,191 +84,74 @@ class Profile:
 
 
 # --- JSON (de)serialization -------------------------------------------------------------------
+# msgspec maps the frozen dataclasses to JSON objects field by field and back, checking every
+# type. Fields added since a row was written are missing from it: their defaults apply.
+
+
+def _encode_path(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    raise NotImplementedError(f"cannot store {type(obj).__name__}")
+
+
+def _decode_path(kind: type, obj: Any) -> Any:
+    if kind is Path:
+        return Path(obj)
+    raise NotImplementedError(f"cannot load {kind}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_encode_path)
 
 
 def request_to_dict(req: ImagineRequest) -> dict[str, Any]:
-    return {
-        "prompt": req.prompt,
-        "parts": [{"text": p.text, "weight": p.weight} for p in req.parts],
-        "negative": list(req.negative),
-        "image_urls": list(req.image_urls),
-        "aspect": list(req.aspect),
-        "seed": req.seed,
-        "chaos": req.chaos,
-        "stylize": req.stylize,
-        "quality": req.quality,
-        "stop": req.stop,
-        "tile": req.tile,
-        "weird": req.weird,
-        "repeat": req.repeat,
-        "image_weight": req.image_weight,
-        "model": req.model,
-        "version": req.version,
-        "style_raw": req.style_raw,
-        "style": req.style,
-        "experimental": req.experimental,
-        "draft": req.draft,
-        "hd": req.hd,
-        "personalize": None if req.personalize is None else list(req.personalize),
-        "personal_styles": list(req.personal_styles),
-        "style_refs": list(req.style_refs),
-        "style_ref_weight": req.style_ref_weight,
-        "style_ref_version": req.style_ref_version,
-        "object_refs": list(req.object_refs),
-        "object_ref_weight": req.object_ref_weight,
-        "character_weight": req.character_weight,
-        "steps": req.steps,
-        "cfg": req.cfg,
-        "sampler": req.sampler,
-        "speed": req.speed,
-        "raw": req.raw,
-        "notes": list(req.notes),
-    }
+    return cast(dict[str, Any], msgspec.to_builtins(req))
 
 
 def request_from_dict(d: Mapping[str, Any]) -> ImagineRequest:
-    w, h = d["aspect"]
-    # Keys added since the first release may be missing from older rows: their defaults apply.
-    personalize = d.get("personalize")
-    return ImagineRequest(
-        prompt=d["prompt"],
-        parts=tuple(PromptPart(p["text"], float(p["weight"])) for p in d["parts"]),
-        negative=tuple(d["negative"]),
-        image_urls=tuple(d["image_urls"]),
-        aspect=(int(w), int(h)),
-        seed=d["seed"],
-        chaos=d["chaos"],
-        stylize=d["stylize"],
-        quality=float(d["quality"]),
-        stop=d["stop"],
-        tile=d["tile"],
-        weird=d["weird"],
-        repeat=d["repeat"],
-        image_weight=float(d["image_weight"]),
-        model=d["model"],
-        version=d.get("version"),
-        style_raw=d["style_raw"],
-        style=d.get("style"),
-        experimental=d.get("experimental", 0),
-        draft=d.get("draft", False),
-        hd=d.get("hd", False),
-        personalize=None if personalize is None else tuple(personalize),
-        personal_styles=tuple(d.get("personal_styles", ())),
-        style_refs=tuple(d.get("style_refs", ())),
-        style_ref_weight=d.get("style_ref_weight", 100),
-        style_ref_version=d.get("style_ref_version"),
-        object_refs=tuple(d.get("object_refs", ())),
-        object_ref_weight=d.get("object_ref_weight", 100),
-        character_weight=d.get("character_weight"),
-        steps=d["steps"],
-        cfg=None if d["cfg"] is None else float(d["cfg"]),
-        sampler=d["sampler"],
-        speed=d["speed"],
-        raw=d["raw"],
-        notes=tuple(d.get("notes", ())),
-    )
+    return msgspec.convert(d, ImagineRequest)
 
 
 def job_to_json(job: Job) -> str:
-    source = job.source
-    return json.dumps(
-        {
-            "id": job.id,
-            "kind": job.kind.value,
-            "request": request_to_dict(job.request),
-            "model": job.model,
-            "seed": job.seed,
-            "owner": job.owner,
-            "source": None if source is None else {"job_id": source.job_id, "index": source.index},
-            "strength": None if job.strength is None else job.strength.value,
-        }
-    )
+    return _ENCODER.encode(job).decode()
 
 
 def job_from_json(s: str) -> Job:
-    d = json.loads(s)
-    source, strength = d["source"], d["strength"]
-    return Job(
-        id=d["id"],
-        kind=JobKind(d["kind"]),
-        request=request_from_dict(d["request"]),
-        model=d["model"],
-        seed=d["seed"],
-        owner=d["owner"],
-        source=None if source is None else ImageRef(source["job_id"], source["index"]),
-        strength=None if strength is None else Strength(strength),
-    )
+    return msgspec.json.decode(s, type=Job)
 
 
 def result_to_json(result: JobResult, root: Path | None = None) -> str:
     """Image paths under `root` (the storage directory) are kept relative to it, so the storage
     can move (as the Docker setup's volume does) without breaking old buttons."""
 
-    def keep(path: Path) -> str:
-        if root is not None and path.is_relative_to(root):
-            return path.relative_to(root).as_posix()
-        return str(path)
+    def keep(path: Path) -> Path:
+        return path.relative_to(root) if root is not None and path.is_relative_to(root) else path
 
-    return json.dumps(
-        {
-            "job_id": result.job_id,
-            "images": [keep(p) for p in result.images],
-            "grid": None if result.grid is None else keep(result.grid),
-            "seeds": list(result.seeds),
-            "width": result.width,
-            "height": result.height,
-            "model": result.model,
-            "steps": result.steps,
-            "elapsed_s": result.elapsed_s,
-        }
-    )
+    grid = None if result.grid is None else keep(result.grid)
+    kept = dataclasses.replace(result, images=tuple(map(keep, result.images)), grid=grid)
+    return _ENCODER.encode(kept).decode()
 
 
 def result_from_json(s: str, root: Path | None = None) -> JobResult:
     """Relative image paths are resolved against `root` (the storage directory)."""
-    d = json.loads(s)
+    result = msgspec.json.decode(s, type=JobResult, dec_hook=_decode_path)
 
-    def place(path: str) -> Path:
-        return root / path if root is not None and not Path(path).is_absolute() else Path(path)
+    def place(path: Path) -> Path:
+        return root / path if root is not None and not path.is_absolute() else path
 
-    return JobResult(
-        job_id=d["job_id"],
-        images=tuple(place(p) for p in d["images"]),
-        grid=None if d["grid"] is None else place(d["grid"]),
-        seeds=tuple(d["seeds"]),
-        width=d["width"],
-        height=d["height"],
-        model=d["model"],
-        steps=d["steps"],
-        elapsed_s=float(d["elapsed_s"]),
-    )
+    grid = None if result.grid is None else place(result.grid)
+    return dataclasses.replace(result, images=tuple(map(place, result.images)), grid=grid)
 
 
 def settings_to_json(settings: UserSettings) -> str:
-    return json.dumps(
-        {
-            "model": settings.model,
-            "stylize": settings.stylize,
-            "variation": settings.variation.value,
-            "remix": settings.remix,
-            "suffix": settings.suffix,
-            "options": dict(settings.options),
-        }
-    )
+    # Custom options as {NAME: VALUE}: the JSON reads as the /prefer option list does.
+    data = {**msgspec.to_builtins(settings), "options": dict(settings.options)}
+    return _ENCODER.encode(data).decode()
 
 
 def settings_from_json(s: str) -> UserSettings:
-    # Missing keys take the defaults, so settings saved before a new one existed still load.
-    d = json.loads(s)
-    default = UserSettings()
-    return UserSettings(
-        model=d.get("model", default.model),
-        stylize=d.get("stylize", default.stylize),
-        variation=Strength(d.get("variation", default.variation.value)),
-        remix=d.get("remix", default.remix),
-        suffix=d.get("suffix", default.suffix),
-        options=tuple(sorted(d.get("options", {}).items())),
-    )
+    data = msgspec.json.decode(s)
+    data["options"] = sorted(data.get("options", {}).items())
+    return msgspec.convert(data, UserSettings)
 
 
 # --- the database ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from engine.config import EngineConfig, ModelPreset
 from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult
-from engine.loader import load_pipeline, model_revision
+from engine.loader import load_pipeline, model_revision, public_source
 from engine.noise import initial_noise, stop_sigmas
 from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_size
 from engine.preview import PreviewDecoder, load_taesd
@@ -360,7 +360,7 @@ class Generator:
             "guidance": plan.guidance,
             "sampler": plan.sampler,
             "model": model.preset.name,
-            "model_source": model.preset.source,
+            "model_source": public_source(model.preset),
             "model_revision": model.revision,
             "width": width,
             "height": height,

@@ -35,6 +35,7 @@ _PIPELINES: dict[str, type[DiffusionPipeline]] = {
 }
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # The hub cache keeps each download under models--org--name/snapshots/<commit>/.
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # "org/name"
 _SNAPSHOT = re.compile(
     r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)[/\\]snapshots[/\\](?P<sha>[0-9a-f]+)"
 )
@@ -95,6 +96,15 @@ def load_pipeline(preset: ModelPreset, config: EngineConfig) -> DiffusionPipelin
     return pipe
 
 
+def public_source(preset: ModelPreset) -> str:
+    """Where a preset's weights come from, as a PNG's metadata may say it: a hub id or a
+    built-in model as written, a local folder only as "local" (the preset names it; the path
+    of a folder on the server is nobody's business)."""
+    if preset.is_builtin or (_HUB_ID.match(preset.source) and not Path(preset.source).exists()):
+        return preset.source
+    return "local"
+
+
 def model_revision(pipe: DiffusionPipeline) -> str:
     """A short id of the weights for the PNG metadata: "org/name@commit" or "sha256:…"."""
     source = str(pipe.name_or_path or "")
@@ -104,7 +114,7 @@ def model_revision(pipe: DiffusionPipeline) -> str:
     folder = Path(source)
     if (folder / "model_index.json").is_file():
         return "sha256:" + _fingerprint(folder)[:12]
-    return source or "unknown"
+    return "unknown" if not source or Path(source).is_absolute() else source
 
 
 def _load(preset: ModelPreset, config: EngineConfig, dtype: torch.dtype) -> DiffusionPipeline:
@@ -201,7 +211,8 @@ def _message(preset: ModelPreset, exc: BaseException) -> str:
             '[engine] dtype = "float16"'
         )
     return (
-        f"could not load model preset {preset.name!r} from {preset.source}: {_reason(exc)}. "
+        f"could not load model preset {preset.name!r} from {public_source(preset)}: "
+        f"{_reason(exc)}. "
         f"Check the network or the path in [models.{preset.name}], "
         "or try the tiny preset (--v tiny, or --model tiny locally)"
     )

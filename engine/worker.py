@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,16 @@ def _receive(commands: Connection, jobs: queue.Queue[Job | None], cancelled: set
             cancelled.add(message[1])
 
 
+# An absolute path of two or more parts, not inside a URL ("https://host/a/b" is left alone).
+_PATH = re.compile(r"""(?<![\w:/.~-])~?/[^\s/'"`]+(?:/[^\s/'"`]*)+""")
+
+
+def hide_paths(text: str) -> str:
+    """`text` for a user: the server's file paths in it (an error about a model folder, a
+    missing file) replaced by words; the log keeps the full text."""
+    return _PATH.sub("(a path on the server)", text)
+
+
 def poisons_the_device(error: BaseException) -> bool:
     """A CUDA error other than running out of memory (an illegal memory access, a device-side
     assert) leaves the process's CUDA context broken: every later call would fail too."""
@@ -144,7 +155,7 @@ def _run(
     except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
         # FileNotFoundError: a vary/upscale source that is no longer in storage
         logger.warning("job %s failed: %s", job.id, error, exc_info=True)
-        return Failed(job.id, str(error)), False
+        return Failed(job.id, hide_paths(str(error))), False
     except Exception as error:
         logger.exception("job %s failed", job.id)
         if poisons_the_device(error):

@@ -183,6 +183,9 @@ async def test_a_failed_job_says_why_in_plain_words(harness: Harness) -> None:
 
     assert finished.content.startswith(f"**a cat --v broken** - <@{h.tester}> (Failed: ")
     assert "Traceback" not in finished.content
+    # The preset's source is a folder on the server: the user is not shown where.
+    assert "could not load model preset 'broken' from local" in finished.content
+    assert "no-such-model" not in finished.content, finished.content
     assert finished.components == [] and finished.attachments == []
     stored = h.bot.store.get_job(job_id)
     assert stored is not None and stored.status is JobStatus.FAILED and stored.error

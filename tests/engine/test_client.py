@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from engine.jobs import (
     imagine_job,
 )
 from engine.prompt import parse_prompt
+from engine.storage import DISK_FULL
 
 TIMEOUT = 60
 
@@ -414,3 +417,55 @@ async def test_a_preload_that_hangs_is_stopped_and_the_job_runs_without_it(
         assert isinstance(events[-1], Done), events
         assert isinstance((await collect(await engine.submit(job())))[-1], Done)
         assert engine.unavailable() is None  # a stopped start is not an engine that is down
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MB filesystem (tmpfs), for disk-full tests without injection; skipped where
+    mounting is not allowed (not root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` until `leave` bytes are free; the filler file is returned (delete it to free
+    the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            while True:
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def files_besides(disk: Path, filler: Path) -> list[Path]:
+    return [p for p in disk.rglob("*") if p.is_file() and p != filler]
+
+
+async def test_a_real_full_disk_fails_the_job_plainly_leaves_nothing_and_the_engine_goes_on(
+    engine_config: EngineConfig, small_disk: Path
+) -> None:
+    config = replace(engine_config, storage=small_disk)
+    filler = fill(small_disk, leave=8 * 1024)  # a 128² PNG is larger than this
+    async with EngineClient(config) as engine:
+        full = await engine.submit(job())
+        assert (await collect(full))[-1] == Failed(full.job.id, DISK_FULL)
+        assert files_besides(small_disk, filler) == []  # no half-written image, no temporary
+
+        filler.unlink()  # the owner frees space
+        assert isinstance((await collect(await engine.submit(job())))[-1], Done)

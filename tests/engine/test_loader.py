@@ -10,16 +10,24 @@ import huggingface_hub.constants
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from PIL import Image
 
 from engine.config import DEFAULT_PRESETS, EngineConfig, ModelPreset
+from engine.generate import Generator
+from engine.jobs import imagine_job
 from engine.loader import (
     ModelLoadError,
     load_pipeline,
     model_revision,
+    public_source,
     resolve_device,
     resolve_dtype,
 )
+from engine.prompt import parse_prompt
+from engine.storage import read_metadata
 from engine.tiny import ensure_tiny
+
+QUIET = (lambda step, total, preview: None, lambda: False)  # no progress, never cancelled
 
 TINY = DEFAULT_PRESETS["tiny"]
 TINY_XL = DEFAULT_PRESETS["tiny-xl"]
@@ -179,3 +187,25 @@ def test_out_of_memory_while_loading_says_so_not_check_the_network(
     message = str(info.value)
     assert "does not fit in the GPU's memory" in message and "max_loaded_models" in message
     assert "network" not in message
+
+
+def test_a_local_model_is_named_by_its_preset_in_the_png_metadata(
+    models: Path, config: EngineConfig
+) -> None:
+    mine = local("mine", models / "tiny")
+    generator = Generator(replace(config, presets={**config.presets, "mine": mine}))
+    result = generator.run(imagine_job(parse_prompt("a fox --seed 1"), model="mine"), *QUIET)
+
+    assert result.grid is not None
+    with Image.open(result.grid) as grid:
+        texts = " ".join(str(value) for value in grid.info.values())
+    meta = read_metadata(result.grid)
+    assert (meta["model"], meta["model_source"]) == ("mine", "local")
+    assert meta["model_revision"].startswith("sha256:")
+    assert str(models) not in texts  # no server path anywhere in the file
+
+
+def test_public_sources() -> None:
+    assert public_source(DEFAULT_PRESETS["sdxl"]) == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert public_source(TINY) == "builtin:tiny"
+    assert public_source(local("mine", Path("/models/mine"))) == "local"

@@ -17,7 +17,15 @@ import torch
 from engine.jobs import Failed, Job, JobEvent, Started, imagine_job
 from engine.prompt import parse_prompt
 from engine.storage import DISK_FULL, StorageError
-from engine.worker import GPU_FAULT, UNEXPECTED, Preloaded, Ready, poisons_the_device, serve
+from engine.worker import (
+    GPU_FAULT,
+    UNEXPECTED,
+    Preloaded,
+    Ready,
+    hide_paths,
+    poisons_the_device,
+    serve,
+)
 
 TIMEOUT = 10
 
@@ -133,3 +141,20 @@ def test_the_process_says_it_is_ready_before_any_job(close_pipes: list[Connectio
     served = Served(FailingGenerator(ValueError("unused")))
     close_pipes.append(served.commands)
     assert served.events.poll(TIMEOUT) and served.events.recv() == Ready()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "no file named model_index.json found in directory /models/mine/v2",
+            "no file named model_index.json found in directory (a path on the server)",
+        ),
+        ("No such file: '/data/images/abc/0.png'", "No such file: '(a path on the server)'"),
+        ("~/models/x/y is empty", "(a path on the server) is empty"),
+        ("see https://huggingface.co/org/name/tree/main", None),  # a URL is no server path
+        ("org/name is not on the hub", None),  # nor is a hub id
+    ],
+)
+def test_paths_on_the_server_are_hidden_from_users(text: str, shown: str | None) -> None:
+    assert hide_paths(text) == (text if shown is None else shown)
