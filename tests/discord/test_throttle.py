@@ -74,7 +74,8 @@ async def test_at_most_one_edit_per_interval() -> None:
     await recorder.started.wait()
     editor.put(MessageState("10%"))
     editor.put(MessageState("20%"))
-    await asyncio.sleep(0)  # let the editor run: it must be waiting out its interval
+    # Time enough for an editor that ignored its interval (or waited 1 ms) to send again.
+    await asyncio.sleep(0.3)
     assert recorder.shown == ["Waiting"]
 
     editor.close()  # sends what is pending, then stops

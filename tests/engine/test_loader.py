@@ -113,7 +113,7 @@ def test_unreachable_hub_vae_is_a_load_error(models: Path, config: EngineConfig)
 
 def test_missing_local_directory(tmp_path: Path, config: EngineConfig) -> None:
     preset = local("mine", tmp_path / "nowhere")
-    with pytest.raises(ModelLoadError, match=r"'mine' from .*nowhere: .*model_index\.json"):
+    with pytest.raises(ModelLoadError, match=r"'mine' from local: .*model_index\.json"):
         load_pipeline(preset, config)
 
 
