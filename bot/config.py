@@ -6,6 +6,7 @@ is reported as such instead of being silently ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.fetch import FetchLimits, IpNetwork
 from bot.patterns import PatternError, compile_pattern, pattern_problem
 from engine.config import (
     ENGINE_LIMITS,
@@ -27,6 +29,7 @@ __all__ = [
     "BotConfig",
     "ConfigError",
     "DiscordConfig",
+    "ImagesConfig",
     "LimitsConfig",
     "ModerationConfig",
     "PermissionsConfig",
@@ -36,7 +39,7 @@ __all__ = [
 
 TOKEN_ENV = "DISCORD_TOKEN"
 ENGINE_TABLES = ("engine", "storage", "models", "versions")  # parsed by engine.config
-BOT_TABLES = ("discord", "limits", "permissions", "moderation")
+BOT_TABLES = ("discord", "limits", "permissions", "moderation", "images")
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,27 @@ class ModerationConfig:
 
 
 @dataclass(frozen=True)
+class ImagesConfig:
+    """Fetching image prompts (bot/fetch.py)."""
+
+    # CIDRs the bot may fetch from although they are private (an owner's LAN image server)
+    allowed_networks: tuple[IpNetwork, ...] = ()
+    max_mb: int = 20  # the largest image file fetched
+
+    def limits(self) -> FetchLimits:
+        return FetchLimits(
+            max_bytes=self.max_mb * 1024 * 1024, allowed_networks=self.allowed_networks
+        )
+
+
+@dataclass(frozen=True)
 class BotConfig:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     permissions: PermissionsConfig = field(default_factory=PermissionsConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     path: Path | None = field(default=None, compare=False)  # the file it came from, for messages
 
     @property
@@ -99,6 +117,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> BotC
         limits=_parse_limits(_table(data, "limits")),
         permissions=_parse_permissions(_table(data, "permissions")),
         moderation=_parse_moderation(_table(data, "moderation")),
+        images=_parse_images(_table(data, "images")),
         path=path,
     )
 
@@ -221,4 +240,21 @@ def _parse_moderation(table: Mapping[str, Any]) -> ModerationConfig:
     return ModerationConfig(
         banned_words=_strings(table, "banned_words", where),
         banned_patterns=patterns,
+    )
+
+
+def _parse_images(table: Mapping[str, Any]) -> ImagesConfig:
+    where = "images"
+    check_keys(table, {"allowed_networks", "max_mb"}, where)
+    networks = []
+    for i, text in enumerate(_strings(table, "allowed_networks", where)):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{where}.allowed_networks[{i}] is not a network (CIDR such as "
+                f"192.168.1.0/24 or 10.0.0.5/32), got {text!r}"
+            ) from None
+    return ImagesConfig(
+        allowed_networks=tuple(networks), max_mb=_count(table, "max_mb", 20, 1, where)
     )

@@ -36,7 +36,11 @@ from bot.editing import (
     WebhookMessage,
     owner_mentions,
 )
-from bot.interactions import DEFAULT_ATTACHMENT_LIMIT, attachment_limit, reply_private
+from bot.interactions import (
+    DEFAULT_ATTACHMENT_LIMIT,
+    answer_privately,
+    attachment_limit,
+)
 from bot.limits import Admission, admit, queue_load
 from bot.store import JobStatus, StoredJob
 from engine.jobs import (
@@ -120,7 +124,7 @@ class Deliveries:
         note and the prompt's notes; every refusal is private."""
         admission, submitted = await self.submit(interaction, jobs)
         if not admission.allowed:
-            await reply_private(interaction, admission.message)
+            await answer_privately(interaction, admission.message)
             return
         for each in submitted:
             await self.post(interaction, each)

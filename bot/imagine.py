@@ -14,12 +14,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.interactions import LoggedView, reply_private
+from bot.fetch import FetchError
+from bot.image_prompts import wants_images, with_image_prompts
+from bot.interactions import LoggedView, answer_privately, reply_private
 from bot.limits import admit, queue_load
 from bot.prompts import Refused, read_user_prompt
 from engine.intake import prompt_jobs
 from engine.jobs import Job
 from engine.prompt import MAX_PROMPT_CHARS, PromptError
+from engine.storage import StorageError
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -34,9 +37,15 @@ class ImagineCog(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="imagine", description="Make four images from a prompt")
-    @app_commands.describe(prompt="What to imagine; parameters like --ar 3:2 go at the end")
+    @app_commands.describe(
+        prompt="What to imagine; image links first, parameters like --ar 3:2 at the end",
+        image="An image to start from (an image prompt); --iw 0-3 sets how much it counts",
+    )
     async def imagine(
-        self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS]
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        image: discord.Attachment | None = None,
     ) -> None:
         bot = self.bot
         owner = str(interaction.user.id)
@@ -49,19 +58,33 @@ class ImagineCog(commands.Cog):
         except PromptError as error:  # too many jobs
             await reply_private(interaction, messages.prompt_error(error))
             return
+        if wants_images(jobs, image):
+            # Fetching may take longer than Discord waits for an answer (3 s): think first.
+            await interaction.response.defer(thinking=True, ephemeral=len(jobs) > 1)
+            try:
+                jobs = await with_image_prompts(bot, jobs, image)
+            except FetchError as error:
+                await answer_privately(interaction, str(error))
+                return
+            except StorageError as error:
+                await answer_privately(interaction, messages.DISK_FULL)
+                logger.error("could not keep an image prompt: %s", error)
+                return
         if len(jobs) == 1:
             await bot.deliveries.launch(interaction, jobs, reading.notes)
             return
         admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
         if not admission.allowed:  # checked again (and the jobs queued at once) on Yes
-            await reply_private(interaction, admission.message)
+            await answer_privately(interaction, admission.message)
             return
         view = ConfirmJobs(bot, interaction, jobs, reading.notes)
-        await interaction.response.send_message(
-            f"This prompt makes **{len(jobs)} jobs** (permutations × --repeat). Run them all?",
-            view=view,
-            ephemeral=True,
+        question = (
+            f"This prompt makes **{len(jobs)} jobs** (permutations × --repeat). Run them all?"
         )
+        if interaction.response.is_done():  # deferred (privately) while its images were fetched
+            await interaction.followup.send(question, view=view, ephemeral=True)
+        else:
+            await interaction.response.send_message(question, view=view, ephemeral=True)
 
 
 class ConfirmJobs(LoggedView):

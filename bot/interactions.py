@@ -82,6 +82,16 @@ async def reply_private(interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True)
 
 
+async def answer_privately(interaction: discord.Interaction, text: str) -> None:
+    """The private answer of an interaction that posted nothing yet, even one deferred with a
+    public "thinking…" message (which the first followup would fill in, ephemeral or not: it is
+    deleted first)."""
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
+    await reply_private(interaction, text)
+
+
 async def report_error(interaction: discord.Interaction, error: BaseException, where: str) -> None:
     """Log `error` with its traceback; tell the user privately that something went wrong."""
     logger.error(
@@ -92,11 +102,7 @@ async def report_error(interaction: discord.Interaction, error: BaseException, w
         exc_info=error,
     )
     try:
-        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-            # The first followup would fill in the public "thinking…" message, ephemeral or not.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-        await reply_private(interaction, SOMETHING_WENT_WRONG)
+        await answer_privately(interaction, SOMETHING_WENT_WRONG)
     except discord.HTTPException:  # e.g. the token expired: the log has it all
         logger.warning("could not tell the user about the error", exc_info=True)
 

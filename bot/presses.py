@@ -19,7 +19,15 @@ from PIL import Image
 from bot import messages
 from bot.attachments import fit_image
 from bot.buttons import Op, Press, single_view
-from bot.interactions import LoggedModal, attachment_limit, reply_private, user_is_admin
+from bot.fetch import FetchError
+from bot.image_prompts import with_image_prompts
+from bot.interactions import (
+    LoggedModal,
+    answer_privately,
+    attachment_limit,
+    reply_private,
+    user_is_admin,
+)
 from bot.moderation import banned_request
 from bot.prompts import Refused, read_user_prompt
 from bot.store import JobStatus, StoredJob
@@ -229,4 +237,15 @@ class RemixModal(LoggedModal, title="Remix prompt"):
             await reply_private(interaction, refusal.message)
             return
         (prompt,) = reading.prompts
-        await self._presses.start(interaction, self._make(prompt), reading.notes)
+        old = self._job.request
+        if prompt.request.image_urls == old.image_urls:  # the same images: no fetch again
+            request = dataclasses.replace(prompt.request, image_inputs=old.image_inputs)
+            job = self._make(dataclasses.replace(prompt, request=request))
+        else:  # new image links: fetched as for /imagine
+            await interaction.response.defer(thinking=True)
+            try:
+                (job,) = await with_image_prompts(self._presses.bot, [self._make(prompt)], None)
+            except FetchError as error:
+                await answer_privately(interaction, str(error))
+                return
+        await self._presses.start(interaction, job, reading.notes)

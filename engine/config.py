@@ -161,6 +161,11 @@ class EngineConfig:
         return self.storage / "images"
 
     @property
+    def inputs_dir(self) -> Path:
+        """Image prompts users gave, by content (engine.storage.InputStore)."""
+        return self.storage / "inputs"
+
+    @property
     def models_dir(self) -> Path:
         return self.cache_dir or self.storage / "models"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
-from PIL import Image
+from PIL import Image, ImageOps
 
 from engine import conditioning
 from engine.config import EngineConfig, ModelPreset
@@ -36,7 +36,7 @@ from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_s
 from engine.preview import PreviewDecoder, load_taesd
 from engine.prompt.request import SEED_MAX
 from engine.samplers import make_scheduler
-from engine.storage import ImageStore
+from engine.storage import ImageStore, InputStore
 from engine.tiles import blend_tiles, tile_boxes
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class Generator:
     ):
         self.config = config
         self.store = ImageStore(config.images_dir)
+        self.inputs = InputStore(config.inputs_dir)
         self._loader = loader
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self._gan: Upscaler | None = None
@@ -173,17 +174,27 @@ class Generator:
     def _imagine(
         self, model: LoadedModel, job: Job, plan: Plan, progress: ProgressFn, cancelled: CancelFn
     ) -> list[Image.Image]:
+        inits = self._image_prompt(job, plan)
         hd = plan.hd
         if hd is None:
-            batch = self._batch(model, job, plan, job.seeds, None, progress, cancelled)
+            batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
             return self._generate(batch)
         # Progress runs once over both passes: the second pass's steps count after the first's.
         first, total = plan.denoise_steps, plan.total_steps
         on_first = _span(progress, 0, first, total)
-        batch = self._batch(model, job, plan, job.seeds, None, on_first, cancelled)
+        batch = self._batch(model, job, plan, job.seeds, inits, on_first, cancelled)
         images = self._generate(batch)
         on_second = _span(progress, first, hd.denoise_steps, total)
         return self._hires(replace(batch, plan=hd, progress=on_second), images)
+
+    def _image_prompt(self, job: Job, plan: Plan) -> list[Image.Image] | None:
+        """An image prompt's first image, cropped to the job's shape, as every image's start
+        (img2img at the strength --iw sets); None without one."""
+        if not job.request.image_inputs:
+            return None
+        image = self.inputs.load(job.request.image_inputs[0])
+        fitted = ImageOps.fit(image, (plan.width, plan.height), Image.Resampling.LANCZOS)
+        return [fitted] * len(job.seeds)
 
     def _batch(
         self,
@@ -377,6 +388,8 @@ class Generator:
             "hd_strength": None if plan.hd is None else plan.hd.strength,
             "style": conditioning.named_style(request, preset),  # None: no --style NAME here
             "personal_styles": list(conditioning.personal_texts(request)),
+            "image_prompts": list(request.image_inputs),  # sha256 of each image's PNG
+            "image_weight": request.image_weight if request.image_inputs else None,
         }
         seeds = job.seeds
         paths = tuple(

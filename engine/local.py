@@ -54,6 +54,8 @@ async def run_local(
 
     for note in reading.notes:  # what was mapped, rounded or ignored (bold is for Discord)
         print(f"note: {note.replace('**', '')}", file=err)
+    if any(job.request.image_urls for job in jobs):
+        print("note: image links are fetched by the Discord bot only: ignored here", file=err)
     status = EXIT_OK
     async with EngineClient(config) as engine:
         for number, job in enumerate(jobs):

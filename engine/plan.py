@@ -21,6 +21,9 @@ STRENGTHS = {
     (JobKind.UPSCALE, Strength.SUBTLE): 0.3,
     (JobKind.UPSCALE, Strength.CREATIVE): 0.5,
 }
+# An image prompt without an IP-Adapter: img2img from the first image at 1 - --iw/4 (--iw 0 → 1.0,
+# the image barely counts; the default 1 → 0.75; 2 → 0.5; 3 → 0.25, close to the image).
+IMAGE_WEIGHT_STRENGTH = 0.25
 DRAFT_STEPS_FACTOR = 0.25  # --draft runs a quarter of the steps (with --quality, before the cap)
 EXP_GUIDANCE = 0.5  # --exp 100 raises the preset's guidance by half (6 → 9) unless --cfg is given
 HD_SCALE = 1.5  # --hd: the second pass draws at 1.5× the sides…
@@ -121,6 +124,8 @@ def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int], limits: JobL
     tile's (upscale), so variations and upscales of an --hd image work from its larger size."""
     req = job.request
     strength = STRENGTHS.get((job.kind, job.strength)) if job.strength else None
+    if job.kind is JobKind.IMAGINE and req.image_inputs:
+        strength = image_prompt_strength(req.image_weight)
     steps, _ = planned_steps(req, preset, limits)
     if strength is not None:
         steps = _runnable(steps, strength)
@@ -134,6 +139,11 @@ def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int], limits: JobL
     if job.kind is JobKind.IMAGINE and req.hd:
         return replace(plan, hd=hd_plan(plan, limits))
     return plan
+
+
+def image_prompt_strength(image_weight: float) -> float:
+    """The img2img strength of an image prompt of weight `--iw` (0–3)."""
+    return 1.0 - IMAGE_WEIGHT_STRENGTH * image_weight
 
 
 def hd_plan(first: Plan, limits: JobLimits) -> Plan:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -75,6 +76,48 @@ class ImageStore:
         path = self.image_path(job_id, index)
         if not path.exists():
             raise FileNotFoundError(f"image {index + 1} of job {job_id} is not in storage")
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class InputStore:
+    """Images users gave (image prompts), by the sha256 of their PNG: fetched once by the bot,
+    read by the engine for every job that uses them (🔄, V, a resumed job) without a fetch."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        if not _DIGEST.match(digest):  # digests reach here from stored jobs: never trust a path
+            raise ValueError(f"not an image digest: {digest!r}")
+        return self.root / f"{digest}.png"
+
+    def put(self, png: bytes) -> str:
+        """Keep `png` (atomically; once per content); its digest."""
+        digest = hashlib.sha256(png).hexdigest()
+        path = self.path(digest)
+        if path.exists():
+            return digest
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(png)
+            os.replace(tmp, path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if error.errno in _FULL:
+                raise StorageError(error.errno, DISK_FULL) from error
+            raise
+        return digest
+
+    def load(self, digest: str) -> Image.Image:
+        path = self.path(digest)
+        if not path.exists():
+            raise FileNotFoundError("an image prompt of this job is no longer in storage")
         with Image.open(path) as image:
             return image.convert("RGB")
 

@@ -275,7 +275,7 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
         reading.problems.append(problem)
     if not parts and not any(p.message.startswith("the weights") for p in reading.problems):
         reading.problems.append(
-            PromptError("image prompts are not supported yet: add text that describes the image")
+            PromptError("an image prompt needs text too: add words that describe the image")
             if image_urls
             else PromptError("the prompt is empty")
         )
@@ -285,9 +285,7 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
     if fields.get("style") == "raw":  # --style raw is --raw; other styles are named ones
         del fields["style"]
         fields["style_raw"] = True
-    if image_urls:
-        reading.note("image prompts are not used on this server yet: the image links were ignored")
-    elif "image_weight" in set_by:
+    if not image_urls and "image_weight" in set_by:
         reading.note(f"`{set_by['image_weight']}` weighs image prompts, and this prompt has none")
     _reference_notes(fields, set_by, reading)
     video = [flag for field, flag in set_by.items() if field.startswith("_video_")]

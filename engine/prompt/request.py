@@ -90,6 +90,9 @@ class ImagineRequest:
     parts: tuple[PromptPart, ...] = ()  # multi-prompt parts; one part of weight 1 for plain text
     negative: tuple[str, ...] = ()  # from --no, split on commas
     image_urls: tuple[str, ...] = ()
+    # The image prompts as fetched (sha256 of each PNG under storage/inputs), set by the bot:
+    # the engine reads these, never the URLs.
+    image_inputs: tuple[str, ...] = ()
     aspect: tuple[int, int] = (1, 1)
     seed: int | None = None
     chaos: int = 0

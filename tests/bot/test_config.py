@@ -9,6 +9,7 @@ from bot.config import (
     BotConfig,
     ConfigError,
     DiscordConfig,
+    ImagesConfig,
     LimitsConfig,
     ModerationConfig,
     PermissionsConfig,
@@ -45,6 +46,7 @@ def test_example_file_loads_with_default_values() -> None:
     assert config.limits == LimitsConfig()
     assert config.permissions == PermissionsConfig()
     assert config.moderation == ModerationConfig()
+    assert config.images == ImagesConfig()
     assert config.engine.model == "sdxl"
     defaults = parse_engine_config({}, EXAMPLE.parent)
     assert config.engine == defaults
@@ -67,6 +69,7 @@ def test_example_file_documents_every_key() -> None:
         "limits": [*LimitsConfig.__dataclass_fields__, *JobLimits.__dataclass_fields__],
         "permissions": list(PermissionsConfig.__dataclass_fields__),
         "moderation": list(ModerationConfig.__dataclass_fields__),
+        "images": list(ImagesConfig.__dataclass_fields__),
     }  # fmt: skip
     for table, names in keys.items():
         section = text.split(f"[{table}]", 1)[1].split("\n[", 1)[0].split("\n# [", 1)[0]
@@ -197,6 +200,8 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[permissions]\nadmins = [-1]\n", r"permissions\.admins\[0\]"),
         ("[permissions]\nadmin = [1]\n", r"unknown key permissions\.admin"),
         ("[moderation]\nbanned_words = ['ok', '']\n", r"moderation\.banned_words\[1\]"),
+        ("[images]\nallowed_networks = ['lan']\n", r"allowed_networks\[0\] is not a network"),
+        ("[images]\nmax_mb = 0\n", r"images\.max_mb must be 1 or more"),
         ("[moderation]\nbanned_patterns = ['ok', '(']\n", r"moderation\.banned_patterns\[1\]"),
         ("[moderation]\nbanned_patterns = [3]\n", r"moderation\.banned_patterns\[0\]"),
         ("[engine]\nmodel = 'nope'\n", r"engine\.model"),

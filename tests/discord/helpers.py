@@ -105,6 +105,10 @@ class Harness:
     async def job_message(self, interaction: FakeInteraction) -> StoredMessage:
         """The message a job-starting interaction answered with (its "Waiting" message)."""
         callback = await self.fake.wait_for_callback(interaction)
+        if callback.json["type"] == 5:  # "thinking" first (image prompts are being fetched)
+            return await self.new_message(
+                lambda m: m.interaction_id == interaction.id and not m.loading, timeout=30.0
+            )
         assert callback.json["type"] == 4, callback.json
         assert not callback.json["data"].get("flags", 0) & FLAG_EPHEMERAL, callback.json
         message = self.fake.original_message(interaction)
@@ -217,6 +221,10 @@ async def harness(
     (The fake's own fixtures run in the function loop; this is the same for the session loop.)"""
     fake = FakeDiscord()
     await fake.start()
+    # The bot keeps image prompts where the engine reads them: one storage in production; here
+    # the bot's storage (a database per test) shares the session engine's inputs.
+    tiny_engine.config.inputs_dir.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "inputs").symlink_to(tiny_engine.config.inputs_dir)
     h = Harness(
         fake=fake,
         engine=tiny_engine,

@@ -881,3 +881,42 @@ def test_style_parts_and_their_weights() -> None:
     ]
     raw, _ = weighed_parts(replace(request, style_raw=True, stylize=100), preset)
     assert raw == [("a fox", 1.0), (CUTE, 0.6), ("ink", 0.55), ("oil", 0.55)]
+
+
+# image prompts (without an IP-Adapter: img2img from the first image, strength 1 - --iw/4)
+
+
+def image_prompt(generator: Generator, prompt: str, picture: Path) -> JobResult:
+    """`prompt` with the PNG at `picture` as its image prompt."""
+    digest = generator.inputs.put(picture.read_bytes())
+    return imagine_with(generator, prompt, image_inputs=(digest,))
+
+
+def test_an_image_prompt_pulls_the_images_towards_it_more_with_a_higher_iw(
+    generator: Generator,
+) -> None:
+    # The picture is one the tiny model drew: its random VAE keeps such pictures (as variations
+    # of them show), not arbitrary ones.
+    picture = imagine_with(generator, "a blue lake at night --seed 11").images[0]
+    none = imagine_with(generator, "a red fox --seed 3")
+    weak = image_prompt(generator, "a red fox --seed 3 --iw 0.5", picture)
+    strong = image_prompt(generator, "a red fox --seed 3 --iw 3", picture)
+
+    far, nearer, nearest = (distance(r.images[0], picture) for r in (none, weak, strong))
+    assert far > nearer > nearest, (far, nearer, nearest)
+    meta = read_metadata(strong.images[0])
+    assert meta["image_weight"] == 3.0 and len(meta["image_prompts"]) == 1
+    assert meta["strength"] == pytest.approx(0.25)
+    assert strong.steps == int(8 * 0.25)  # img2img runs the last quarter of the schedule
+
+
+def test_the_same_seed_and_image_give_the_same_grid(generator: Generator) -> None:
+    picture = imagine_with(generator, "a blue lake at night --seed 11").images[0]
+    first = image_prompt(generator, "a red fox --seed 9 --iw 2", picture)
+    again = image_prompt(generator, "a red fox --seed 9 --iw 2", picture)
+    assert distance(first.grid, again.grid) == 0.0
+
+
+def test_an_image_prompt_gone_from_storage_fails_plainly(generator: Generator) -> None:
+    with pytest.raises(FileNotFoundError, match="an image prompt of this job is no longer"):
+        imagine_with(generator, "a red fox", image_inputs=("0" * 64,))

@@ -98,7 +98,7 @@ TABLE = [
             "image_weight": 1.5,
             "prompt": "a watercolor fox",
         },
-        ("image prompts are not used on this server yet", "`--v 6`"),
+        ("`--v 6`",),
     ),
     Pasted(
         "minimal logo of a mountain, flat vector --no text, gradient --v 6.1 --style raw "

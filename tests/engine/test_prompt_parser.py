@@ -450,8 +450,8 @@ def test_leading_image_urls(text: str, urls: tuple[str, ...], prompt: str) -> No
 
 
 @pytest.mark.parametrize("text", ["https://x.com/a.png", "https://x.com/a.png --ar 2:1"])
-def test_image_urls_without_text_are_refused_until_image_prompts_work(text: str) -> None:
-    with pytest.raises(PromptError, match="image prompts are not supported yet"):
+def test_image_urls_without_text_are_refused(text: str) -> None:
+    with pytest.raises(PromptError, match="an image prompt needs text too"):
         parse_prompt(text)
 
 

@@ -1,0 +1,81 @@
+"""Image prompts of /imagine: fetch each image once (bot/fetch.py), keep it in storage by its
+content, and give the jobs its digest; the engine reads the stored PNG, never a URL.
+
+An `image` attachment comes first, then the links at the start of the prompt, as on Midjourney.
+Attachments (and links to Discord's own CDN) are read through discord.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import discord
+import yarl
+
+from bot.fetch import FetchError, FetchLimits, decode_image, fetch_image
+from engine.jobs import Job
+from engine.storage import InputStore
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+DISCORD_CDN = ("cdn.discordapp.com", "media.discordapp.net")
+
+
+def wants_images(jobs: Sequence[Job], attachment: discord.Attachment | None) -> bool:
+    return attachment is not None or any(job.request.image_urls for job in jobs)
+
+
+async def with_image_prompts(
+    bot: ImagineBot, jobs: Sequence[Job], attachment: discord.Attachment | None
+) -> list[Job]:
+    """`jobs` with their image prompts fetched and stored (`image_inputs` set); FetchError
+    names the first image that could not be used, and why."""
+    limits = bot.config.images.limits()
+    store = InputStore(bot.config.engine.inputs_dir)
+    digests: dict[str, str] = {}  # URL → digest: permutations share their images
+
+    async def digest_of(url: str) -> str:
+        if url not in digests:
+            png = await _fetch(bot, url, limits)
+            digests[url] = await asyncio.to_thread(store.put, png)
+        return digests[url]
+
+    first: tuple[str, ...] = ()
+    if attachment is not None:
+        first = (await asyncio.to_thread(store.put, await _read(attachment, limits)),)
+    out = []
+    for job in jobs:
+        inputs = first + tuple([await digest_of(url) for url in job.request.image_urls])
+        request = dataclasses.replace(job.request, image_inputs=inputs)
+        out.append(dataclasses.replace(job, request=request))
+    return out
+
+
+async def _fetch(bot: ImagineBot, url: str, limits: FetchLimits) -> bytes:
+    if yarl.URL(url).host in DISCORD_CDN and yarl.URL(url).scheme == "https":
+        try:
+            data = await bot.http.get_from_cdn(url)
+        except discord.HTTPException as error:
+            raise FetchError(url, f"Discord answered {error.status}") from None
+        if len(data) > limits.max_bytes:
+            raise FetchError(url, f"it is larger than {limits.max_bytes // (1024 * 1024)} MB")
+        return (await asyncio.to_thread(decode_image, url, data, limits)).png
+    return (await fetch_image(url, limits)).png
+
+
+async def _read(attachment: discord.Attachment, limits: FetchLimits) -> bytes:
+    name = attachment.filename
+    if attachment.size > limits.max_bytes:
+        raise FetchError(name, f"it is larger than {limits.max_bytes // (1024 * 1024)} MB")
+    kind = (attachment.content_type or "").split(";")[0]
+    if kind and not kind.startswith("image/"):
+        raise FetchError(name, f"it is not an image (Discord says {kind})")
+    try:
+        data = await attachment.read()
+    except discord.HTTPException as error:
+        raise FetchError(name, f"Discord answered {error.status}") from None
+    return (await asyncio.to_thread(decode_image, name, data, limits)).png

@@ -1,0 +1,135 @@
+"""Image prompts through the real bot: the `image` attachment of /imagine, links at the start of
+the prompt (from a local server that [images] allowed_networks lets in), and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from PIL import Image
+
+from bot.config import ImagesConfig
+from bot.store import UserSettings
+from tests.discord.helpers import Harness, harness, job_id_of
+from tests.fake_discord import UploadedFile
+
+__all__ = ["harness"]
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def picture() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def image_server() -> AsyncIterator[str]:
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=picture(), content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/green.png", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_attached_image_is_the_image_prompt_and_kept_with_the_job(h: Harness) -> None:
+    interaction = await h.command(
+        "imagine",
+        {"prompt": "a green field --iw 2 --seed 5", "image": UploadedFile("f.png", picture())},
+    )
+    callback = await h.fake.wait_for_callback(interaction)
+    assert callback.json["type"] == 5  # "thinking" while the image is read
+    message = await h.new_message(lambda m: m.interaction_id == interaction.id and not m.loading)
+    finished = await h.finished(message.id)
+    assert "(seed 5, " in finished.content
+
+    stored = h.stored(finished)
+    [digest] = stored.job.request.image_inputs
+    kept = h.storage / "inputs" / f"{digest}.png"
+    assert kept.is_file() and hashlib.sha256(kept.read_bytes()).hexdigest() == digest
+
+    # 🔄 keeps the image prompt, read from storage (no fetch)
+    reroll = await h.press(finished, f"mj:r:0:{job_id_of(finished)}")
+    again = await h.new_message(
+        lambda m: m.interaction_id == reroll.id and "(seed " in m.content, timeout=90.0
+    )
+    assert h.stored(again).job.request.image_inputs == (digest,)
+
+
+async def test_a_link_at_the_start_of_the_prompt_is_fetched(
+    harness: Harness, image_server: str
+) -> None:
+    h = harness
+    lan = ImagesConfig(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    await h.start(replace(h.config(), images=lan))
+    url = f"{image_server}/green.png"
+    grid = await h.grid(f"{url} a green field --seed 6")
+    assert len(h.stored(grid).job.request.image_inputs) == 1
+    assert f"<{url}>" in grid.content  # shown, not unfurled
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://10.1.2.3/a.png", "the address is on a private network"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ],
+)
+async def test_a_link_to_a_private_address_is_refused_privately(
+    h: Harness, url: str, reason: str
+) -> None:
+    interaction = await h.imagine(f"{url} a cat")
+    text = await h.private_reply(interaction)
+    assert text.startswith(f"Could not use the image <{url}>: ") and reason in text, text
+    thinking = h.fake.original_message(interaction)
+    assert thinking is None or thinking.deleted  # the public "thinking" message is gone
+    assert h.bot.store.user_jobs(str(h.tester)) == []  # nothing was queued
+
+
+async def test_an_attachment_that_is_not_an_image_is_refused(h: Harness) -> None:
+    interaction = await h.command(
+        "imagine", {"prompt": "a cat", "image": UploadedFile("notes.txt", b"hello", "text/plain")}
+    )
+    text = await h.private_reply(interaction)
+    assert text.startswith("Could not use the image <notes.txt>: it is not an image"), text
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def h(harness: Harness) -> Harness:
+    await harness.start()
+    return harness
+
+
+async def test_a_remix_keeps_the_image_prompt_of_its_job(
+    harness: Harness, image_server: str
+) -> None:
+    h = harness
+    lan = ImagesConfig(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    await h.start(replace(h.config(), images=lan))
+    url = f"{image_server}/green.png"
+    grid = await h.grid(f"{url} a green field --seed 8")
+    digests = h.stored(grid).job.request.image_inputs
+    h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
+
+    submit = await h.remix(grid, f"mj:r:0:{job_id_of(grid)}", f"{url} a green field at dawn")
+    again = await h.new_message(
+        lambda m: m.interaction_id == submit.id and "(seed " in m.content, timeout=90.0
+    )
+    assert h.stored(again).job.request.image_inputs == digests
+    assert h.stored(again).job.request.prompt == "a green field at dawn"
