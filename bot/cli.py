@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--out", type=Path, default=Path("grid.png"), help="where to write the grid")
     local.add_argument("--model", help="a model preset (overrides --v and [engine].model)")
     local.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
+    local.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        default=[],
+        help="an image prompt file (repeatable); --iw in the prompt sets its weight",
+    )
 
     bench = commands.add_parser("bench", help="time the engine's paths and print a table")
     bench.add_argument("--model", default="tiny", help="a model preset (default: tiny)")
@@ -67,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "local":
         from engine.local import run_local
 
-        return asyncio.run(run_local(config.engine, args.prompt, args.out, args.model))
+        return asyncio.run(
+            run_local(config.engine, args.prompt, args.out, args.model, images=args.image)
+        )
     if args.command == "bench" and args.load:
         return _bench_load(args.users, args.jobs, args.rounds)
     if args.command == "bench":

@@ -25,7 +25,9 @@ import aiohttp
 import yarl
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from engine.storage import png_bytes, upright_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -188,21 +190,9 @@ def decode_image(url: str, data: bytes, limits: FetchLimits) -> FetchedImage:
             if width * height > limits.max_pixels:
                 raise FetchError(url, f"{too_many} ({width}×{height})")
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = _flattened(upright)
+            rgb = upright_rgb(image)
     except Image.DecompressionBombError:  # Pillow's own cap (far above ours) refused its header
         raise FetchError(url, too_many) from None
     except (UnidentifiedImageError, OSError, SyntaxError):
         raise FetchError(url, "it is not an image (it could not be decoded)") from None
-    out = io.BytesIO()
-    rgb.save(out, format="PNG")
-    return FetchedImage(url, out.getvalue(), rgb.width, rgb.height)
-
-
-def _flattened(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGB", rgba.size, (255, 255, 255))
-        white.paste(rgba, mask=rgba.getchannel("A"))
-        return white
-    return image.convert("RGB")
+    return FetchedImage(url, png_bytes(rgb), rgb.width, rgb.height)

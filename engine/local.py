@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from engine.client import EngineClient
@@ -14,7 +17,7 @@ from engine.config import ConfigError, EngineConfig
 from engine.intake import prompt_jobs, read_prompt
 from engine.jobs import JobFailed, Loading, Progress, Queued, Started
 from engine.prompt import PromptError
-from engine.storage import StorageError, check_storage
+from engine.storage import InputStore, StorageError, check_storage, png_bytes, upright_rgb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_LOCAL_JOBS = 40
@@ -33,7 +36,9 @@ async def run_local(
     out: Path,
     model: str | None = None,
     err: TextIO | None = None,
+    images: Sequence[Path] = (),
 ) -> int:
+    """`images`: image prompt files (before the prompt's links, which are not fetched here)."""
     err = err or sys.stderr
     try:
         if model is not None:
@@ -52,10 +57,21 @@ async def run_local(
         print(f"Storage: {error.strerror}", file=err)
         return EXIT_USAGE
 
+    try:
+        inputs = _keep_images(config, images)
+    except (OSError, UnidentifiedImageError) as error:
+        print(f"Image: could not read {error}", file=err)
+        return EXIT_USAGE
+    if inputs:
+        jobs = [replace(j, request=replace(j.request, image_inputs=inputs)) for j in jobs]
     for note in reading.notes:  # what was mapped, rounded or ignored (bold is for Discord)
         print(f"note: {note.replace('**', '')}", file=err)
     if any(job.request.image_urls for job in jobs):
-        print("note: image links are fetched by the Discord bot only: ignored here", file=err)
+        print(
+            "note: image links are fetched by the Discord bot only: ignored here "
+            "(give a file with --image)",
+            file=err,
+        )
     status = EXIT_OK
     async with EngineClient(config) as engine:
         for number, job in enumerate(jobs):
@@ -88,3 +104,16 @@ async def run_local(
                 print(f"seed {seed}  {target}")
             print(f"job {result.job_id}  {result.steps} steps  {result.elapsed_s:.1f} s")
     return status
+
+
+def _keep_images(config: EngineConfig, paths: Sequence[Path]) -> tuple[str, ...]:
+    """Each file as the bot keeps a fetched image prompt; their digests."""
+    store = InputStore(config.inputs_dir)
+    digests = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                digests.append(store.put(png_bytes(upright_rgb(image))))
+        except (OSError, UnidentifiedImageError) as error:
+            raise OSError(f"{path}: {error}") from error
+    return tuple(digests)

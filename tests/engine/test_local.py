@@ -106,3 +106,26 @@ def test_local_refuses_storage_it_cannot_write_with_status_2(
 
     assert main(["local", "a fox", "--config", str(config)]) == 2
     assert "Storage: the storage" in capsys.readouterr().err
+
+
+def test_local_takes_image_prompt_files(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    picture = tmp_path / "start.png"
+    Image.new("RGBA", (200, 120), (20, 120, 200, 255)).save(picture)
+    args = ["local", "a lake --iw 2 --seed 3", "--config", str(config), "--image", str(picture)]
+
+    assert main([*args, "--out", str(tmp_path / "lake.png")]) == 0
+    meta = read_metadata(tmp_path / "lake_1.png")
+    assert len(meta["image_prompts"]) == 1 and meta["image_weight"] == 2.0
+    assert meta["strength"] == 0.5
+    kept = tmp_path / "data" / "inputs" / f"{meta['image_prompts'][0]}.png"
+    with Image.open(kept) as image:
+        assert (image.mode, image.size) == ("RGB", (200, 120))  # kept as the bot keeps them
+
+    missing = ["local", "a lake", "--config", str(config), "--image", str(tmp_path / "no.png")]
+    capsys.readouterr()
+    assert main(missing) == 2
+    err = capsys.readouterr().err
+    assert "Image: could not read" in err and "no.png" in err, err
