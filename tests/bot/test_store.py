@@ -32,6 +32,7 @@ FULL_REQUEST = ImagineRequest(
     parts=(PromptPart("a red bird", 2.0), PromptPart("sky", -0.5)),
     negative=("blur", "text, watermark"),
     image_urls=("https://example.com/a.png",),
+    image_inputs=("ab" * 32,),
     aspect=(16, 9),
     seed=4_294_967_295,
     chaos=30,

@@ -59,8 +59,9 @@ async def test_commands_are_synced_globally_without_guilds(harness: Harness) -> 
     assert {c["name"] for c in h.fake.commands[None]} == COMMANDS
     assert h.fake.commands.get(h.fake.guild_id, []) == []
     imagine = next(c for c in h.fake.commands[None] if c["name"] == "imagine")
-    [prompt] = imagine["options"]
+    prompt, image = imagine["options"]
     assert (prompt["name"], prompt["type"], prompt["required"]) == ("prompt", 3, True)
+    assert (image["name"], image["type"], image.get("required", False)) == ("image", 11, False)
 
 
 class RecordingEngine:

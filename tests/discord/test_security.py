@@ -59,12 +59,13 @@ async def test_links_in_a_prompt_do_not_unfurl_in_the_public_message(harness: Ha
     h = harness
     await h.start()
 
+    # (A link at the start would be an image prompt, fetched; one in the text is just text.)
     message = await h.job_message(
-        await h.imagine("https://example.com/a_b.png a cat, see https://example.org/x")
+        await h.imagine("a cat, see https://example.org/x_y and https://example.com/a")
     )
 
     assert message.content.startswith(
-        "**<https://example.com/a_b.png> a cat, see <https://example.org/x>** - "
+        "**a cat, see <https://example.org/x_y> and <https://example.com/a>** - "
     )
     finished = await h.finished(message.id)
-    assert "<https://example.org/x>" in finished.content
+    assert "<https://example.org/x_y>" in finished.content
