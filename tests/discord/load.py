@@ -50,6 +50,8 @@ class LoadReport:
     delivered: int  # accepted jobs whose grid reached Discord
     elapsed_s: float
     rss_mb: tuple[tuple[float, float], ...]  # (bot, engine) before the first round, after each
+    # what the fake Discord (in the bot's process) holds of uploads and request bodies then
+    fake_mb: tuple[float, ...] = ()
 
     def ack_percentile(self, share: float) -> float:
         ordered = sorted(self.acks_s)
@@ -77,7 +79,14 @@ class LoadReport:
         ]
         for i, (bot_mb, engine_mb) in enumerate(self.rss_mb):
             label = "RSS before" if i == 0 else f"RSS after round {i}"
-            rows.append((label, f"bot {bot_mb:.0f} MB, engine {engine_mb:.0f} MB"))
+            held = self.fake_mb[i] if i < len(self.fake_mb) else 0.0
+            rows.append(
+                (
+                    label,
+                    f"bot {bot_mb:.0f} MB (of which the fake Discord's data {held:.0f} MB), "
+                    f"engine {engine_mb:.0f} MB",
+                )
+            )
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
@@ -194,6 +203,7 @@ async def _bursts(
     await (await engine.inner.submit(warm_up)).result()
     engine_pid = engine.inner._process.process.pid if engine.inner._process else None
     memory = [(rss_mb(os.getpid()), rss_mb(engine_pid))]
+    held = [_fake_mb(fake)]
     sent: list[FakeInteraction] = []
     started = time.monotonic()
     for _ in range(rounds):
@@ -211,6 +221,7 @@ async def _bursts(
         await _until_all_answered(fake, bot, burst, engine)
         engine_pid = engine.inner._process.process.pid if engine.inner._process else None
         memory.append((rss_mb(os.getpid()), rss_mb(engine_pid)))
+        held.append(_fake_mb(fake))
     elapsed = time.monotonic() - started
     acks = [i.acked_at - i.dispatched_at for i in sent if i.acked_at is not None]
     refusals = tuple(_private_text(fake, i) for i in sent if _refused(i))
@@ -232,7 +243,15 @@ async def _bursts(
         delivered=delivered,
         elapsed_s=elapsed,
         rss_mb=tuple(memory),
+        fake_mb=tuple(held),
     )
+
+
+def _fake_mb(fake: FakeDiscord) -> float:
+    """The bytes the fake keeps: every upload, and every request's body and parts."""
+    uploads = sum(len(a.data) for a in fake.attachments.values())
+    bodies = sum(len(r.body) + sum(len(p.data) for p in r.parts) for r in fake.requests)
+    return (uploads + bodies) / (1024 * 1024)
 
 
 def _refused(interaction: FakeInteraction) -> bool:
