@@ -17,7 +17,7 @@ from PIL import Image
 from bot.config import ImagesConfig
 from bot.store import UserSettings
 from tests.discord.helpers import Harness, harness, job_id_of
-from tests.fake_discord import UploadedFile
+from tests.fake_discord import StoredMessage, UploadedFile
 
 __all__ = ["harness"]
 
@@ -133,3 +133,29 @@ async def test_a_remix_keeps_the_image_prompt_of_its_job(
     )
     assert h.stored(again).job.request.image_inputs == digests
     assert h.stored(again).job.request.prompt == "a green field at dawn"
+
+
+async def test_permutations_with_an_image_ask_privately_then_all_use_it(h: Harness) -> None:
+    interaction = await h.command(
+        "imagine", {"prompt": "a {red, blue} field", "image": UploadedFile("f.png", picture())}
+    )
+    callback = await h.fake.wait_for_callback(interaction)
+    assert callback.json["type"] == 5 and callback.json["data"]["flags"] & 64  # private thinking
+
+    def asked() -> StoredMessage | None:
+        message = h.fake.original_message(interaction)
+        return message if message is not None and message.buttons else None
+
+    question = await h.fake.wait_until(asked, timeout=10, what="the question")
+    assert question.ephemeral and "**2 jobs**" in question.content
+    yes = next(b["custom_id"] for b in question.buttons if b["label"] == "Yes")
+    press = await h.press(question, yes)
+
+    def two_done() -> list[StoredMessage] | None:
+        ours = [m for m in h.fake.live_messages() if m.interaction_id == press.id]
+        done = [m for m in ours if "(seed " in m.content]
+        return done if len(done) == 2 else None
+
+    grids = await h.fake.wait_until(two_done, timeout=90, what="2 grids")
+    inputs = {h.stored(grid).job.request.image_inputs for grid in grids}
+    assert len(inputs) == 1 and len(next(iter(inputs))) == 1  # both from the one image
