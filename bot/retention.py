@@ -1,7 +1,8 @@
 """Retention: `[storage] keep_days` and `max_gb` prune the oldest images, hourly, in a thread.
 
 A pruned job stays in the database (and in /info); its buttons answer privately that the image
-has expired. The sources of jobs still queued or running are never pruned under them.
+has expired. The sources of jobs still queued or running are never pruned under them. Image
+prompts (storage/inputs) go after `keep_days` without use (a job reading one renews it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.store import Store
 from engine.config import EngineConfig
-from engine.storage import prune
+from engine.storage import prune, prune_inputs
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -24,7 +25,8 @@ PRUNE_INTERVAL_S = 3600.0
 
 def prune_once(config: EngineConfig, store: Store) -> list[str]:
     """One pass; the ids of the jobs whose images were deleted."""
-    protect = {stored.job.source.job_id for stored in store.unfinished_jobs() if stored.job.source}
+    unfinished = store.unfinished_jobs()
+    protect = {stored.job.source.job_id for stored in unfinished if stored.job.source}
     removed = prune(
         config.images_dir,
         keep_days=config.keep_days,
@@ -33,6 +35,12 @@ def prune_once(config: EngineConfig, store: Store) -> list[str]:
     )
     if removed:
         logger.info("retention: deleted the images of %d job(s)", len(removed))
+    in_use = {digest for stored in unfinished for digest in stored.job.request.image_inputs}
+    inputs = prune_inputs(config.inputs_dir, keep_days=config.keep_days, protect=in_use)
+    if inputs:
+        logger.info(
+            "retention: deleted %d image prompt(s) unused for %g days", inputs, config.keep_days
+        )
     return removed
 
 

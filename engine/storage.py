@@ -119,6 +119,7 @@ class InputStore:
         digest = hashlib.sha256(png).hexdigest()
         path = self.path(digest)
         if path.exists():
+            _touch(path)
             return digest
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         try:
@@ -137,8 +138,33 @@ class InputStore:
         path = self.path(digest)
         if not path.exists():
             raise FileNotFoundError("an image prompt of this job is no longer in storage")
+        _touch(path)  # in use: retention counts an image prompt's age from its last use
         with Image.open(path) as image:
             return image.convert("RGB")
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune_inputs(
+    inputs: Path, *, keep_days: float, protect: Collection[str] = (), now: float | None = None
+) -> int:
+    """Delete the image prompts not used for `keep_days` (0: keep them), but those named in
+    `protect` (of jobs still to run); how many were deleted."""
+    if keep_days <= 0 or not inputs.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    removed = 0
+    for path in inputs.glob("*.png"):
+        if path.stem in protect or not _DIGEST.match(path.stem):
+            continue
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > keep_days * 86400:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def check_storage(root: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,9 +16,11 @@ from engine.storage import (
     DISK_FULL,
     MIN_FREE_BYTES,
     ImageStore,
+    InputStore,
     StorageError,
     check_storage,
     prune,
+    prune_inputs,
 )
 
 DAY = 86400.0
@@ -104,3 +108,29 @@ def test_check_storage_refuses_a_full_disk(tmp_path: Path, monkeypatch: pytest.M
     )
     with pytest.raises(StorageError, match=r"is full .*MB free; at least 64 MB are needed"):
         check_storage(tmp_path)
+
+
+def png_of(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_image_prompts_are_kept_by_content_and_pruned_after_keep_days_without_use(
+    tmp_path: Path,
+) -> None:
+    store = InputStore(tmp_path / "inputs")
+    old, used, queued = (store.put(png_of(c)) for c in ((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+    assert store.put(png_of((1, 1, 1))) == old  # the same content: one file
+    for digest in (old, used, queued):
+        os.utime(store.path(digest), (time.time() - 40 * DAY,) * 2)
+    store.load(used)  # a job read it just now: its age starts again
+
+    removed = prune_inputs(store.root, keep_days=30, protect={queued}, now=time.time())
+
+    assert removed == 1
+    assert not store.path(old).exists()
+    assert store.path(used).exists() and store.path(queued).exists()
+    assert prune_inputs(store.root, keep_days=0) == 0  # 0: kept for ever
+    with pytest.raises(ValueError):
+        store.path("../../etc/passwd")
