@@ -56,7 +56,8 @@ async def with_image_prompts(
 
 
 async def _fetch(bot: ImagineBot, url: str, limits: FetchLimits) -> bytes:
-    if yarl.URL(url).host in DISCORD_CDN and yarl.URL(url).scheme == "https":
+    parsed = yarl.URL(url)
+    if parsed.scheme == "https" and parsed.host in DISCORD_CDN:
         try:
             data = await bot.http.get_from_cdn(url)
         except discord.HTTPException as error:

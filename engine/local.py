@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from engine.client import EngineClient
@@ -59,7 +59,7 @@ async def run_local(
 
     try:
         inputs = _keep_images(config, images)
-    except (OSError, UnidentifiedImageError) as error:
+    except OSError as error:  # UnidentifiedImageError too
         print(f"Image: could not read {error}", file=err)
         return EXIT_USAGE
     if inputs:
@@ -114,6 +114,6 @@ def _keep_images(config: EngineConfig, paths: Sequence[Path]) -> tuple[str, ...]
         try:
             with Image.open(path) as image:
                 digests.append(store.put(png_bytes(upright_rgb(image))))
-        except (OSError, UnidentifiedImageError) as error:
+        except OSError as error:  # a missing file, or not an image (UnidentifiedImageError)
             raise OSError(f"{path}: {error}") from error
     return tuple(digests)

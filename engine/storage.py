@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,23 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 class StorageError(OSError):
     """Storage that cannot take images (full, or not writable); the message says which."""
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write` to a temporary file beside `path`, then rename it there: a crash never leaves half
+    a file, and a full disk leaves nothing behind and raises StorageError(DISK_FULL)."""
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if error.errno in _FULL:
+            raise StorageError(error.errno, DISK_FULL) from error
+        raise
+    return path
 
 
 class ImageStore:
@@ -60,18 +77,7 @@ class ImageStore:
         info = PngInfo()
         info.add_text("parameters", a1111_parameters(metadata))
         info.add_text(METADATA_KEY, json.dumps(dict(metadata), sort_keys=True))
-        tmp = path.with_suffix(".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(tmp, format="PNG", pnginfo=info)
-            os.replace(tmp, path)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            if error.errno in _FULL:
-                raise StorageError(error.errno, DISK_FULL) from error
-            raise
-        return path
+        return write_atomically(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
     def load(self, job_id: str, index: int) -> Image.Image:
         path = self.image_path(job_id, index)
@@ -121,17 +127,7 @@ class InputStore:
         if path.exists():
             _touch(path)
             return digest
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(png)
-            os.replace(tmp, path)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            if error.errno in _FULL:
-                raise StorageError(error.errno, DISK_FULL) from error
-            raise
+        write_atomically(path, lambda tmp: tmp.write_bytes(png))
         return digest
 
     def load(self, digest: str) -> Image.Image:

@@ -16,6 +16,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot.fetch import FetchError, FetchLimits, address_problem, fetch_image
+from tests.local_http import serving
 
 LOCAL = (ipaddress.ip_network("127.0.0.1/32"),)
 ALLOWED = FetchLimits(allowed_networks=LOCAL, read_timeout_s=0.5, total_timeout_s=3.0)
@@ -101,15 +102,8 @@ async def server() -> AsyncIterator[str]:
         ("/slow", slow), ("/to-private", to_private), ("/to-image", to_image), ("/loop", loop),
     ]:  # fmt: skip
         app.router.add_get(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def refused(url: str, limits: FetchLimits = ALLOWED) -> str:

@@ -25,7 +25,7 @@ from bot.app import ImagineBot
 from bot.config import BotConfig, DiscordConfig, LimitsConfig, PermissionsConfig
 from bot.store import JobStatus
 from engine.client import EngineClient
-from engine.config import DEFAULT_PRESETS, EngineConfig
+from engine.config import EngineConfig
 from engine.jobs import Job, JobEvent, JobHandle, JobResult, Started, imagine_job
 from engine.prompt import parse_prompt
 from tests.fake_discord import FakeDiscord, FakeInteraction
@@ -139,10 +139,7 @@ def rss_mb(pid: int | None) -> float:
 
 
 def engine_config(storage: Path) -> EngineConfig:
-    presets = dict(DEFAULT_PRESETS)
-    return EngineConfig(
-        model="tiny", device="cpu", storage=storage, preview_every=1, presets=presets
-    )
+    return EngineConfig(model="tiny", device="cpu", storage=storage, preview_every=1)
 
 
 async def run_load(

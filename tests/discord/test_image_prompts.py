@@ -18,6 +18,7 @@ from bot.config import ImagesConfig
 from bot.store import UserSettings
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.fake_discord import StoredMessage, UploadedFile
+from tests.local_http import serving
 
 __all__ = ["harness"]
 
@@ -37,15 +38,8 @@ async def image_server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/green.png", image)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_an_attached_image_is_the_image_prompt_and_kept_with_the_job(h: Harness) -> None:
@@ -72,13 +66,18 @@ async def test_an_attached_image_is_the_image_prompt_and_kept_with_the_job(h: Ha
     assert h.stored(again).job.request.image_inputs == (digest,)
 
 
+async def start_with_lan_images(h: Harness, image_server: str) -> str:
+    """Start the bot with 127.0.0.1 in [images] allowed_networks; the test image's URL."""
+    lan = ImagesConfig(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    await h.start(replace(h.config(), images=lan))
+    return f"{image_server}/green.png"
+
+
 async def test_a_link_at_the_start_of_the_prompt_is_fetched(
     harness: Harness, image_server: str
 ) -> None:
     h = harness
-    lan = ImagesConfig(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
-    await h.start(replace(h.config(), images=lan))
-    url = f"{image_server}/green.png"
+    url = await start_with_lan_images(h, image_server)
     grid = await h.grid(f"{url} a green field --seed 6")
     assert len(h.stored(grid).job.request.image_inputs) == 1
     assert f"<{url}>" in grid.content  # shown, not unfurled
@@ -120,9 +119,7 @@ async def test_a_remix_keeps_the_image_prompt_of_its_job(
     harness: Harness, image_server: str
 ) -> None:
     h = harness
-    lan = ImagesConfig(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
-    await h.start(replace(h.config(), images=lan))
-    url = f"{image_server}/green.png"
+    url = await start_with_lan_images(h, image_server)
     grid = await h.grid(f"{url} a green field --seed 8")
     digests = h.stored(grid).job.request.image_inputs
     h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
