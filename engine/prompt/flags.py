@@ -181,7 +181,8 @@ def _references(codes_allowed: bool) -> ValueParser:
         refs = tuple(_unwrap(ref) for ref in _words(value))
         for ref in refs:
             match = _WEIGHTED.fullmatch(ref)
-            assert match is not None  # `.+?` matches any non-empty word
+            if match is None:  # nothing left once unwrapped: `<`, `<>`
+                raise ValueError(value)
             target = match[1]
             code = codes_allowed and (target.isdigit() or target.lower().startswith("random"))
             if not (code or is_image_url(target)):

@@ -493,3 +493,10 @@ def test_parse_prompt_resolves_escapes(text: str, prompt: str) -> None:
 
 def test_parse_prompts_without_sets_is_one_request() -> None:
     assert parse_prompts("a cat --seed 1") == (parse_prompt("a cat --seed 1"),)
+
+
+@pytest.mark.parametrize("value", ["<", "<>", "< >"])
+def test_a_reference_that_is_only_brackets_is_refused(value: str) -> None:
+    # Found by the fuzz test: `--sref <` left an empty reference once the brackets were removed.
+    with pytest.raises(PromptError, match="--sref"):
+        parse_prompt(f"a cat --sref {value}")
