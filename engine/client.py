@@ -262,6 +262,9 @@ class EngineClient:
         self._queue = FairQueue()
         self._handles: dict[str, Handle] = {}
         self._running: Job | None = None
+        # The running job's cancel is remembered: if its process dies meanwhile, the job must
+        # not run again in the next one.
+        self._cancelled_running = False
         self._idle = asyncio.Event()  # set while no job runs
         self._idle.set()
         self._process: EngineProcess | None = None
@@ -340,8 +343,10 @@ class EngineClient:
             self._finish(job_id, Cancelled(job_id))
             self._announce_positions()
             return True
-        if self._running is not None and self._running.id == job_id and self._process:
-            self._process.cancel(job_id)
+        if self._running is not None and self._running.id == job_id:
+            self._cancelled_running = True
+            if self._process is not None:
+                self._process.cancel(job_id)
             handle = self._handles.get(job_id)
             if handle is not None and isinstance(handle.last, Loading):
                 # A load (a download, even) cannot be stopped halfway: say Cancelled now; the
@@ -428,7 +433,7 @@ class EngineClient:
     async def _dispatch(self) -> None:
         while True:
             job = await self._queue.get()
-            self._running = job
+            self._running, self._cancelled_running = job, False
             self._idle.clear()
             self._announce_positions()
             try:
@@ -454,6 +459,8 @@ class EngineClient:
                     RUNS_PER_JOB,
                 )
                 await asyncio.sleep(0)  # let the start watcher see a process that never started
+                if self._cancelled_running:  # cancelled while its process was dying
+                    return Cancelled(job.id)
         return Failed(job.id, self._down or DIED)
 
     async def _loaded(self, job: Job, running: Running) -> JobEvent | None:
@@ -502,6 +509,8 @@ class EngineClient:
         handle = self._handles[job.id]
         try:
             process = await self._ensure_process()
+            if self._cancelled_running:  # cancelled while a new process started
+                return Cancelled(job.id)
             running = process.run(handle)
             if not await self._preloaded(job, process):  # it hung (a download): go without
                 self._preload = False
