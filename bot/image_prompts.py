@@ -17,6 +17,8 @@ import yarl
 
 from bot.fetch import FetchError, FetchLimits, decode_image, fetch_image
 from engine.jobs import Job
+from engine.prompt import ImagineRequest
+from engine.prompt.flags import split_reference
 from engine.storage import InputStore
 
 if TYPE_CHECKING:
@@ -26,14 +28,37 @@ DISCORD_CDN = ("cdn.discordapp.com", "media.discordapp.net")
 
 
 def wants_images(jobs: Sequence[Job], attachment: discord.Attachment | None) -> bool:
-    return attachment is not None or any(job.request.image_urls for job in jobs)
+    return attachment is not None or any(_links(job) for job in jobs)
+
+
+def same_images(new: ImagineRequest, old: ImagineRequest) -> ImagineRequest | None:
+    """`new` with `old`'s fetched images when it links the same ones (a remix that kept
+    them: nothing is fetched again); None when its links changed."""
+    links = ("image_urls", "style_refs", "object_refs")
+    if any(getattr(new, name) != getattr(old, name) for name in links):
+        return None
+    return dataclasses.replace(
+        new,
+        image_inputs=old.image_inputs,
+        style_inputs=old.style_inputs,
+        style_input_weights=old.style_input_weights,
+        object_inputs=old.object_inputs,
+    )
+
+
+def _links(job: Job) -> tuple[str, ...]:
+    """Every image URL of a job: image prompts, --sref URLs, --oref."""
+    request = job.request
+    refs = (split_reference(ref)[0] for ref in (*request.style_refs, *request.object_refs))
+    return (*request.image_urls, *refs)
 
 
 async def with_image_prompts(
     bot: ImagineBot, jobs: Sequence[Job], attachment: discord.Attachment | None
 ) -> list[Job]:
-    """`jobs` with their image prompts fetched and stored (`image_inputs` set); FetchError
-    names the first image that could not be used, and why."""
+    """`jobs` with their image prompts and references fetched and stored (`image_inputs`,
+    `style_inputs`, `object_inputs` set); FetchError names the first image that could not be
+    used, and why."""
     limits = bot.config.images.limits()
     store = InputStore(bot.config.engine.inputs_dir)
     digests: dict[str, str] = {}  # URL → digest: permutations share their images
@@ -49,8 +74,16 @@ async def with_image_prompts(
         first = (await asyncio.to_thread(store.put, await _read(attachment, limits)),)
     out = []
     for job in jobs:
-        inputs = first + tuple([await digest_of(url) for url in job.request.image_urls])
-        request = dataclasses.replace(job.request, image_inputs=inputs)
+        request = job.request
+        inputs = first + tuple([await digest_of(url) for url in request.image_urls])
+        styles = [split_reference(ref) for ref in request.style_refs]
+        request = dataclasses.replace(
+            request,
+            image_inputs=inputs,
+            style_inputs=tuple([await digest_of(url) for url, _ in styles]),
+            style_input_weights=tuple(weight for _, weight in styles),
+            object_inputs=tuple([await digest_of(url) for url in request.object_refs]),
+        )
         out.append(dataclasses.replace(job, request=request))
     return out
 

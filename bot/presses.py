@@ -20,7 +20,7 @@ from bot import messages
 from bot.attachments import fit_image
 from bot.buttons import Op, Press, single_view
 from bot.fetch import FetchError
-from bot.image_prompts import with_image_prompts
+from bot.image_prompts import same_images, with_image_prompts
 from bot.interactions import (
     LoggedModal,
     answer_privately,
@@ -237,9 +237,8 @@ class RemixModal(LoggedModal, title="Remix prompt"):
             await reply_private(interaction, refusal.message)
             return
         (prompt,) = reading.prompts
-        old = self._job.request
-        if prompt.request.image_urls == old.image_urls:  # the same images: no fetch again
-            request = dataclasses.replace(prompt.request, image_inputs=old.image_inputs)
+        request = same_images(prompt.request, self._job.request)
+        if request is not None:  # the same images: no fetch again
             job = self._make(dataclasses.replace(prompt, request=request))
         else:  # new image links: fetched as for /imagine
             await interaction.response.defer(thinking=True)

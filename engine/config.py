@@ -23,6 +23,13 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class IPAdapterFiles:
+    source: str  # a hub repo, a local directory, or builtin:tiny / builtin:tiny-xl
+    weights: str  # the weights file inside it
+    image_encoder: str  # the image encoder's folder inside it
+
+
+@dataclass(frozen=True)
 class ModelPreset:
     name: str
     source: str  # a hub id ("org/name"), a local directory, or "builtin:tiny" / "builtin:tiny-xl"
@@ -41,6 +48,9 @@ class ModelPreset:
     # (name, text) for `--style NAME` (niji's cute, expressive, scenic, original)
     styles: tuple[tuple[str, str], ...] = ()
     draft: str | None = None  # the preset `--draft` runs on (a distilled one); None: fewer steps
+    # The IP-Adapter behind image prompts, --sref and --oref. None: image prompts run as
+    # img2img from the first image, references are ignored.
+    ip_adapter: IPAdapterFiles | None = None
 
     @property
     def is_builtin(self) -> bool:
@@ -49,6 +59,22 @@ class ModelPreset:
     def style_text(self, name: str) -> str | None:
         """The text of `--style NAME` on this preset, or None when it has no such style."""
         return dict(self.styles).get(name)
+
+
+# Each family's published IP-Adapter (h94/IP-Adapter): presets of that family get it unless they
+# say otherwise. SDXL's uses the ViT-bigG image encoder, SD 1.5's the ViT-H one.
+FAMILY_ADAPTERS: dict[str, IPAdapterFiles] = {
+    "sdxl": IPAdapterFiles(
+        "h94/IP-Adapter", "sdxl_models/ip-adapter_sdxl.safetensors", "sdxl_models/image_encoder"
+    ),
+    "sd": IPAdapterFiles(
+        "h94/IP-Adapter", "models/ip-adapter_sd15.safetensors", "models/image_encoder"
+    ),
+}
+
+
+def _tiny_adapter(kind: str) -> IPAdapterFiles:
+    return IPAdapterFiles(f"{BUILTIN_PREFIX}{kind}", "ip-adapter.safetensors", "image_encoder")
 
 
 # The presets every install has; [models.NAME] tables add to them or override them by name.
@@ -67,6 +93,7 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
             vae="madebyollin/sdxl-vae-fp16-fix",
             preview="madebyollin/taesdxl",
             style="highly detailed, beautiful lighting, rich colors, masterful composition",
+            ip_adapter=FAMILY_ADAPTERS["sdxl"],
         ),
         ModelPreset(
             name="sdxl-turbo",
@@ -79,6 +106,7 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
             variant="fp16",
             preview="madebyollin/taesdxl",
             style="highly detailed, beautiful lighting",
+            ip_adapter=FAMILY_ADAPTERS["sdxl"],
         ),
         ModelPreset(
             name="niji",
@@ -96,6 +124,7 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
                 ("scenic", "scenic, cinematic wide shot, detailed background, atmospheric light"),
                 ("original", "classic anime style, cel shading, clean line art"),
             ),
+            ip_adapter=FAMILY_ADAPTERS["sdxl"],
         ),
         ModelPreset(
             name="tiny",
@@ -106,6 +135,7 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
             guidance=5.0,
             sampler="euler",
             style="highly detailed, beautiful lighting",
+            ip_adapter=_tiny_adapter("tiny"),
         ),
         ModelPreset(
             name="tiny-xl",
@@ -116,6 +146,7 @@ DEFAULT_PRESETS: dict[str, ModelPreset] = {
             guidance=5.0,
             sampler="euler",
             style="highly detailed, beautiful lighting",
+            ip_adapter=_tiny_adapter("tiny-xl"),
         ),
     )
 }
@@ -218,6 +249,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
     fields = {
         "source", "family", "base_resolution", "steps", "guidance", "sampler",
         "revision", "variant", "vae", "preview", "style", "styles", "draft",
+        "ip_adapter", "ip_adapter_weights", "image_encoder",
     }  # fmt: skip
     check_keys(table, fields, where)
     if base is None and "source" not in table:
@@ -226,7 +258,10 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
         )
     if base is None and "family" not in table:
         raise ConfigError(f"{where}.family is required: one of {', '.join(FAMILIES)}")
-    base = base or ModelPreset(name, "", "sd", 512, 30, 7.0, "dpmpp_2m_karras")
+    if base is None:  # a new preset gets its family's published adapter unless it says
+        family = _choice(take(table, "family", str, "", where), FAMILIES, f"{where}.family")
+        base = ModelPreset(name, "", family, 512, 30, 7.0, "dpmpp_2m_karras")
+        base = replace(base, ip_adapter=FAMILY_ADAPTERS[family])
 
     def opt(key: str, current: str | None) -> str | None:
         return take(table, key, str, current or "", where) or None
@@ -248,6 +283,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
         style=take(table, "style", str, base.style, where),
         styles=_styles(table, base.styles, where),
         draft=(opt("draft", base.draft) or "").lower() or None,
+        ip_adapter=_ip_adapter(table, base.ip_adapter, where),
     )
     if preset.base_resolution < 64 or preset.base_resolution % 64:
         raise ConfigError(
@@ -258,6 +294,23 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
     if not 0 <= preset.guidance <= 30:
         raise ConfigError(f"{where}.guidance must be from 0 to 30, got {preset.guidance}")
     return preset
+
+
+def _ip_adapter(
+    table: Mapping[str, Any], base: IPAdapterFiles | None, where: str
+) -> IPAdapterFiles | None:
+    """ip_adapter (a hub repo, a directory; "" for none), ip_adapter_weights, image_encoder."""
+    source = take(table, "ip_adapter", str, base.source if base else "", where)
+    weights = take(table, "ip_adapter_weights", str, base.weights if base else "", where)
+    encoder = take(table, "image_encoder", str, base.image_encoder if base else "", where)
+    if not source:
+        return None
+    if not (weights and encoder):
+        raise ConfigError(
+            f"{where}.ip_adapter needs ip_adapter_weights (its weights file) and image_encoder "
+            '(its image encoder\'s folder); set ip_adapter = "" to go without'
+        )
+    return IPAdapterFiles(source, weights, encoder)
 
 
 def _styles(

@@ -25,7 +25,7 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image, ImageOps
 
-from engine import conditioning
+from engine import adapter, conditioning
 from engine.config import EngineConfig, ModelPreset
 from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
@@ -60,6 +60,7 @@ class LoadedModel:
     pipe: Any  # a family's DiffusionPipeline; diffusers types its components only dynamically
     revision: str
     preview: PreviewDecoder
+    adapter: adapter.Adapter | None = None  # loaded with the first job that has images
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Batch:
     seeds: Sequence[int]
     inits: Sequence[Image.Image] | None
     cond: conditioning.Conditioning
+    refs: adapter.References | None  # with the preset's IP-Adapter loaded (even if unused)
     tile: bool
     progress: ProgressFn
     cancelled: CancelFn
@@ -123,8 +125,22 @@ class Generator:
         self._gan: Upscaler | None = None
         self._gan_loaded = False
 
-    def is_loaded(self, name: str) -> bool:
-        return self.config.preset(name).name in self._models
+    def is_loaded(self, job: Job) -> bool:
+        """Whether `job` can start without loading weights first (its model, its adapter)."""
+        model = self._models.get(self.config.preset(job.model).name)
+        return model is not None and not self._needs_adapter(model, job)
+
+    def load(self, job: Job) -> LoadedModel:
+        """The job's model, and its adapter if the job has images for it, loaded."""
+        model = self.model(job.model)
+        if self._needs_adapter(model, job):
+            model.adapter = adapter.load_adapter(model.pipe, model.preset, self.config)
+        return model
+
+    @staticmethod
+    def _needs_adapter(model: LoadedModel, job: Job) -> bool:
+        has_one = model.preset.ip_adapter is not None
+        return has_one and model.adapter is None and adapter.uses_references(job.request)
 
     def model(self, name: str) -> LoadedModel:
         preset = self.config.preset(name)
@@ -150,7 +166,7 @@ class Generator:
 
     def run(self, job: Job, progress: ProgressFn, cancelled: CancelFn) -> JobResult:
         started = time.monotonic()
-        model = self.model(job.model)
+        model = self.load(job)
         limits = self.config.limits
         if job.kind is JobKind.IMAGINE:
             size = imagine_size(job.request, model.preset, limits)
@@ -174,7 +190,7 @@ class Generator:
     def _imagine(
         self, model: LoadedModel, job: Job, plan: Plan, progress: ProgressFn, cancelled: CancelFn
     ) -> list[Image.Image]:
-        inits = self._image_prompt(job, plan)
+        inits = self._image_prompt(model, job, plan)
         hd = plan.hd
         if hd is None:
             batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
@@ -187,10 +203,10 @@ class Generator:
         on_second = _span(progress, first, hd.denoise_steps, total)
         return self._hires(replace(batch, plan=hd, progress=on_second), images)
 
-    def _image_prompt(self, job: Job, plan: Plan) -> list[Image.Image] | None:
-        """An image prompt's first image, cropped to the job's shape, as every image's start
-        (img2img at the strength --iw sets); None without one."""
-        if not job.request.image_inputs:
+    def _image_prompt(self, model: LoadedModel, job: Job, plan: Plan) -> list[Image.Image] | None:
+        """Without an IP-Adapter, an image prompt's first image, cropped to the job's shape,
+        as every image's start (img2img at the strength --iw sets); else None."""
+        if not job.request.image_inputs or model.preset.ip_adapter:
             return None
         image = self.inputs.load(job.request.image_inputs[0])
         fitted = ImageOps.fit(image, (plan.width, plan.height), Image.Resampling.LANCZOS)
@@ -211,7 +227,10 @@ class Generator:
         cond_seeds = (job.seed,) * len(seeds) if upscale else tuple(seeds)
         cond = conditioning.encode(model.pipe, model.preset, job.request, cond_seeds)
         tile = job.request.tile and not upscale
-        return Batch(model, plan, seeds, inits, cond, tile, progress, cancelled)
+        refs = None  # once loaded, the adapter takes part in every job (unused slots at 0)
+        if model.adapter is not None:
+            refs = adapter.references(model.pipe, model.adapter, job.request, self.inputs)
+        return Batch(model, plan, seeds, inits, cond, refs, tile, progress, cancelled)
 
     # 1. diffusion, in chunks, with the out-of-memory fallback
     def _generate(self, batch: Batch) -> list[Image.Image]:
@@ -278,8 +297,13 @@ class Generator:
             return {}
 
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        refs: dict[str, Any] = {}
+        if batch.refs is not None:
+            guided = plan.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
+            refs = batch.refs.apply(pipe, len(seeds), guided)
         kwargs: dict[str, Any] = dict(
             batch.cond.pipeline_kwargs(),
+            **refs,
             guidance_scale=plan.guidance,
             generator=generators,
             callback_on_step_end=callback,
@@ -390,6 +414,15 @@ class Generator:
             "personal_styles": list(conditioning.personal_texts(request)),
             "image_prompts": list(request.image_inputs),  # sha256 of each image's PNG
             "image_weight": request.image_weight if request.image_inputs else None,
+            # "adapter": the IP-Adapter; "img2img": from the first image (the preset has none)
+            "image_prompt_mode": (
+                None if not request.image_inputs else "adapter" if preset.ip_adapter else "img2img"
+            ),
+            "style_refs": list(request.style_inputs),
+            "style_ref_weights": list(request.style_input_weights),
+            "style_weight": request.style_ref_weight if request.style_inputs else None,
+            "object_refs": list(request.object_inputs),
+            "object_weight": adapter.object_weight(request) if request.object_inputs else None,
         }
         seeds = job.seeds
         paths = tuple(

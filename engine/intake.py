@@ -163,6 +163,7 @@ def _prompt(
         )
     request = _personalize(request, prefs.profile, find_profile, notes)
     notes.extend(_limit_notes(request, preset, config.limits))
+    notes.extend(_adapter_notes(request, preset))
     request = dataclasses.replace(request, notes=tuple(dict.fromkeys([*request.notes, *notes])))
     return Prompt(request, preset.name)
 
@@ -229,4 +230,24 @@ def _limit_notes(request: ImagineRequest, preset: ModelPreset, limits: JobLimits
             f"images here have at most {limits.max_pixels:,} pixels: "
             f"drawn at {width}×{height} instead of {wanted[0]}×{wanted[1]}"
         )
+    return notes
+
+
+def _adapter_notes(request: ImagineRequest, preset: ModelPreset) -> list[str]:
+    """What a preset without an IP-Adapter does with image prompts and references."""
+    if preset.ip_adapter is not None:
+        return []
+    notes = []
+    if len(request.image_urls) > 1:
+        notes.append(
+            f"**{preset.name}** has no image adapter: the first image prompt was the starting "
+            "image, the others were not used"
+        )
+    refs = [
+        f"`--{flag}`"
+        for flag, given in (("sref", request.style_refs), ("oref", request.object_refs))
+        if given
+    ]
+    if refs:
+        notes.append(f"**{preset.name}** has no image adapter: {' and '.join(refs)} ignored")
     return notes

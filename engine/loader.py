@@ -124,7 +124,7 @@ def _load(preset: ModelPreset, config: EngineConfig, dtype: torch.dtype) -> Diff
         try:
             extra["vae"] = _load_vae(preset.vae, config, dtype)
         except Exception as exc:  # say that it is the VAE override that failed
-            raise RuntimeError(f"its VAE {preset.vae}: {_reason(exc)}") from exc
+            raise RuntimeError(f"its VAE {preset.vae}: {describe_error(exc)}") from exc
     folder = _local_folder(preset, config)
     if folder is None:  # a hub id: download (or find in the cache) the snapshot first
         folder = _with_variant_fallback(
@@ -212,7 +212,7 @@ def _message(preset: ModelPreset, exc: BaseException) -> str:
         )
     return (
         f"could not load model preset {preset.name!r} from {public_source(preset)}: "
-        f"{_reason(exc)}. "
+        f"{describe_error(exc)}. "
         f"Check the network or the path in [models.{preset.name}], "
         "or try the tiny preset (--v tiny, or --model tiny locally)"
     )
@@ -228,7 +228,7 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def _reason(exc: BaseException, limit: int = 200) -> str:
+def describe_error(exc: BaseException, limit: int = 200) -> str:
     """The gist of an error: its first line, cut to its first sentence when long."""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if len(reason) > limit:

@@ -72,6 +72,11 @@ async def run_local(
             "(give a file with --image)",
             file=err,
         )
+    if any(job.request.style_refs or job.request.object_refs for job in jobs):
+        print(
+            "note: --sref / --oref links are fetched by the Discord bot only: ignored here",
+            file=err,
+        )
     status = EXIT_OK
     async with EngineClient(config) as engine:
         for number, job in enumerate(jobs):

@@ -124,8 +124,8 @@ def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int], limits: JobL
     tile's (upscale), so variations and upscales of an --hd image work from its larger size."""
     req = job.request
     strength = STRENGTHS.get((job.kind, job.strength)) if job.strength else None
-    if job.kind is JobKind.IMAGINE and req.image_inputs:
-        strength = image_prompt_strength(req.image_weight)
+    if job.kind is JobKind.IMAGINE and req.image_inputs and preset.ip_adapter is None:
+        strength = image_prompt_strength(req.image_weight)  # img2img stands in for an adapter
     steps, _ = planned_steps(req, preset, limits)
     if strength is not None:
         steps = _runnable(steps, strength)

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,22 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import
     StableDiffusionXLPipeline,
 )
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from safetensors.torch import save_file
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("tiny", "tiny-xl")
 SEED = 0  # every component is built right after torch.manual_seed(SEED): the same files each time
 TEXT_HIDDEN = 32
+IMAGE_EMBED = 32  # the tiny image encoder's projection width
 MAX_TOKENS = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -46,25 +56,84 @@ def build_tiny(kind: str, directory: Path) -> Path:
     return directory
 
 
+def build_tiny_adapter(kind: str, directory: Path) -> Path:
+    """Write an IP-Adapter for the tiny pipeline `kind` into `directory`, laid out as the
+    published ones are: `ip-adapter.safetensors` (diffusers' "image_proj." / "ip_adapter." keys)
+    and `image_encoder/` (a CLIP vision model with projection)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny model {kind!r}; the choices are: {', '.join(KINDS)}")
+    directory = Path(directory)
+    cross = 2 * TEXT_HIDDEN if kind == "tiny-xl" else TEXT_HIDDEN
+    unet = _unet(cross_attention_dim=cross)
+    torch.manual_seed(SEED)
+    weights: dict[str, torch.Tensor] = {
+        # ImageProjection: the image embedding → 4 tokens of the text encoder's width
+        "image_proj.proj.weight": torch.randn(4 * cross, IMAGE_EMBED) * 0.2,
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    # diffusers numbers the cross-attention layers 1, 3, 5, … in attn_processors' order
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = int(name.split(".")[1]) if not name.startswith("mid_block") else -1
+        channels = unet.config["block_out_channels"]
+        if name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[block]
+        else:
+            hidden = channels[-1] if block < 0 else channels[block]
+        for which in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{key}.{which}.weight"] = torch.randn(hidden, cross) * 0.5
+        key += 2
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(weights, directory / "ip-adapter.safetensors")
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        projection_dim=IMAGE_EMBED,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(SEED)
+    CLIPVisionModelWithProjection(config).eval().save_pretrained(
+        directory / "image_encoder", safe_serialization=True
+    )
+    return directory
+
+
 def ensure_tiny(kind: str, models_dir: Path) -> Path:
-    """`models_dir / kind`, built on first use.
+    """`models_dir / kind`, built on first use."""
+    return _ensure(Path(models_dir) / kind, "model_index.json", lambda d: build_tiny(kind, d))
+
+
+def ensure_tiny_adapter(kind: str, models_dir: Path) -> Path:
+    """`models_dir / <kind>-ip-adapter`, built on first use."""
+    target = Path(models_dir) / f"{kind}-ip-adapter"
+    return _ensure(target, "ip-adapter.safetensors", lambda d: build_tiny_adapter(kind, d))
+
+
+def _ensure(target: Path, marker: str, build: Callable[[Path], Path]) -> Path:
+    """`target`, built by `build` unless its `marker` file is there.
 
     Built in a temporary sibling folder and renamed into place, so a crash or a concurrent build
     never leaves a half-written model that later loads would trip over.
     """
-    target = Path(models_dir) / kind
-    if (target / "model_index.json").is_file():
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_tiny(kind, staging)
-        if target.exists() and not (target / "model_index.json").is_file():
+        build(staging)
+        if target.exists() and not (target / marker).is_file():
             shutil.rmtree(target)  # an incomplete leftover of an older version
         staging.rename(target)
-        logger.info("built the %s model in %s", kind, target)
+        logger.info("built %s", target)
     except OSError:
-        if not (target / "model_index.json").is_file():
+        if not (target / marker).is_file():
             raise
         # Another process renamed its build into place first; its copy is identical.
     finally:

@@ -140,9 +140,9 @@ def _run(
     try:
         if job.id in cancelled:
             raise JobCancelledError
-        if not generator.is_loaded(job.model):
+        if not generator.is_loaded(job):
             send(Loading(job.id, job.model))
-        generator.model(job.model)  # load first: loading (even downloading) is not the job's time
+        generator.load(job)  # load first: loading (even downloading) is not the job's time
         if job.id in cancelled:  # cancelled while its model loaded
             raise JobCancelledError
         send(Started(job.id))

@@ -161,6 +161,14 @@ def _codes(value: str) -> tuple[str, ...]:
     return tuple(code.lower() for code in codes)
 
 
+def split_reference(ref: str) -> tuple[str, float]:
+    """A reference as parsed (`URL` or `URL::2`) → its target and weight (1 if none)."""
+    match = _WEIGHTED.fullmatch(ref)
+    if match is None:
+        raise ValueError(f"not a reference: {ref!r}")
+    return match[1], float(match[2][2:]) if match[2] else 1.0
+
+
 def is_image_url(word: str) -> bool:
     try:
         parts = urlsplit(word)

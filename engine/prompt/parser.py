@@ -24,6 +24,7 @@ from engine.prompt.flags import (
     Noted,
     flag_error,
     is_image_url,
+    split_reference,
     video_note,
 )
 from engine.prompt.permutations import (
@@ -213,20 +214,29 @@ def _model_or_version(
 
 
 def _reference_notes(fields: dict[str, Any], set_by: dict[str, str], reading: _Reading) -> None:
-    """References are parsed and kept but not used yet: say so, and what their weights weigh."""
+    """Reference URLs are used (through the preset's adapter); say what is not: Midjourney's
+    style codes, --sv, and weights of references the prompt does not have."""
+    refs = fields.get("style_refs", ())
+    codes = [ref for ref in refs if not is_image_url(split_reference(ref)[0])]
+    if codes:
+        shown = " ".join(codes)
+        reading.note(
+            f"style codes are Midjourney's own: `{set_by['style_refs']} {shown}` ignored "
+            "(a style reference here is an image URL)"
+        )
+        fields["style_refs"] = tuple(r for r in fields["style_refs"] if r not in codes)
+    if "style_ref_version" in set_by and fields.get("style_refs"):
+        reading.note(
+            f"`{set_by['style_ref_version']}` picks one of Midjourney's style models: ignored"
+        )
     weighs = {
         "style_ref_weight": ("style_refs", "a style reference (`--sref`)"),
         "style_ref_version": ("style_refs", "a style reference (`--sref`)"),
         "object_ref_weight": ("object_refs", "an object reference (`--oref`)"),
         "character_weight": ("object_refs", "a character reference (`--cref`)"),
     }
-    for refs in ("style_refs", "object_refs"):
-        weights = [set_by[w] for w, (of, _) in weighs.items() if of == refs and w in set_by]
-        if refs in fields:
-            ignored = ", ".join(f"`{flag}`" for flag in (set_by[refs], *weights))
-            reading.note(f"image references are not available here yet: {ignored} ignored")
     for weight, (refs, what) in weighs.items():
-        if weight in set_by and refs not in fields:
+        if weight in set_by and not fields.get(refs):
             flag = set_by[weight]
             reading.note(f"`{flag}` weighs {what}, and this prompt has none: it was ignored")
 

@@ -112,13 +112,19 @@ class ImagineRequest:
     hd: bool = False  # --hd
     personalize: tuple[str, ...] | None = None  # --p codes; () is your own profile; None: no --p
     personal_styles: tuple[str, ...] = ()  # the profile texts --p stands for (filled at intake)
-    # References (--sref, --oref / --cref) and their weights: parsed and kept, not used yet.
+    # References (--sref, --oref / --cref) as written (URLs, each maybe with ::weight; --sref
+    # codes) and their weights; the fetched images are in style_inputs / object_inputs.
     style_refs: tuple[str, ...] = ()
     style_ref_weight: int = 100  # --sw
     style_ref_version: int | None = None  # --sv
     object_refs: tuple[str, ...] = ()
     object_ref_weight: int = 100  # --ow
     character_weight: int | None = None  # --cw
+    # The reference images as fetched (sha256 under storage/inputs, like image_inputs), set by
+    # the bot; each style image's ::weight (1 if none) in style_input_weights.
+    style_inputs: tuple[str, ...] = ()
+    style_input_weights: tuple[float, ...] = ()
+    object_inputs: tuple[str, ...] = ()
     steps: int | None = None
     cfg: float | None = None
     sampler: str | None = None
@@ -126,6 +132,11 @@ class ImagineRequest:
     raw: str = field(default="", compare=False)  # the full prompt text, parameters included
     # What was mapped, rounded or ignored, in words for the user (`--q 3` ran as `--q 4`, …).
     notes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def stored_images(self) -> tuple[str, ...]:
+        """The digests of every image the job reads from storage/inputs."""
+        return (*self.image_inputs, *self.style_inputs, *self.object_inputs)
 
     @property
     def positive_parts(self) -> tuple[PromptPart, ...]:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from bot.config import ImagesConfig
 from bot.store import UserSettings
+from engine.storage import read_metadata
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.fake_discord import StoredMessage, UploadedFile
 from tests.local_http import serving
@@ -25,9 +26,9 @@ __all__ = ["harness"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def picture() -> bytes:
+def picture(color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
     out = io.BytesIO()
-    Image.new("RGB", (64, 48), (10, 200, 30)).save(out, format="PNG")
+    Image.new("RGB", (64, 48), color).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -36,8 +37,12 @@ async def image_server() -> AsyncIterator[str]:
     async def image(request: web.Request) -> web.Response:
         return web.Response(body=picture(), content_type="image/png")
 
+    async def red(request: web.Request) -> web.Response:
+        return web.Response(body=picture((200, 10, 10)), content_type="image/png")
+
     app = web.Application()
     app.router.add_get("/green.png", image)
+    app.router.add_get("/red.png", red)
     async with serving(app) as url:
         yield url
 
@@ -83,6 +88,34 @@ async def test_a_link_at_the_start_of_the_prompt_is_fetched(
     assert f"<{url}>" in grid.content  # shown, not unfurled
 
 
+async def test_style_and_object_references_are_fetched_and_drawn_with(
+    harness: Harness, image_server: str
+) -> None:
+    h = harness
+    green = await start_with_lan_images(h, image_server)
+    red = f"{image_server}/red.png"
+    grid = await h.grid(f"a fox --sref {green}::2 {red} --sw 300 --oref {red} --seed 6")
+
+    stored = h.stored(grid)
+    request = stored.job.request
+    assert request.style_input_weights == (2.0, 1.0) and len(request.style_inputs) == 2
+    assert request.object_inputs == request.style_inputs[1:]  # the same picture, kept once
+    assert request.image_inputs == ()
+    for digest in request.stored_images:
+        assert (h.storage / "inputs" / f"{digest}.png").is_file()
+    assert stored.result is not None
+    meta = read_metadata(stored.result.images[0])
+    assert meta["style_refs"] == list(request.style_inputs) and meta["style_weight"] == 300
+    assert meta["object_refs"] == list(request.object_inputs)
+
+
+async def test_a_style_reference_on_a_private_address_is_refused(h: Harness) -> None:
+    interaction = await h.imagine("a cat --sref http://10.1.2.3/style.png")
+    text = await h.private_reply(interaction)
+    assert text.startswith("Could not use the image <http://10.1.2.3/style.png>: "), text
+    assert h.bot.store.user_jobs(str(h.tester)) == []
+
+
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
@@ -120,16 +153,18 @@ async def test_a_remix_keeps_the_image_prompt_of_its_job(
 ) -> None:
     h = harness
     url = await start_with_lan_images(h, image_server)
-    grid = await h.grid(f"{url} a green field --seed 8")
-    digests = h.stored(grid).job.request.image_inputs
+    grid = await h.grid(f"{url} a green field --sref {url} --seed 8")
+    before = h.stored(grid).job.request
     h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
 
-    submit = await h.remix(grid, f"mj:r:0:{job_id_of(grid)}", f"{url} a green field at dawn")
+    remixed = f"{url} a green field at dawn --sref {url}"
+    submit = await h.remix(grid, f"mj:r:0:{job_id_of(grid)}", remixed)
     again = await h.new_message(
         lambda m: m.interaction_id == submit.id and "(seed " in m.content, timeout=90.0
     )
-    assert h.stored(again).job.request.image_inputs == digests
-    assert h.stored(again).job.request.prompt == "a green field at dawn"
+    after = h.stored(again).job.request
+    assert (after.image_inputs, after.style_inputs) == (before.image_inputs, before.style_inputs)
+    assert after.prompt == "a green field at dawn"
 
 
 async def test_permutations_with_an_image_ask_privately_then_all_use_it(h: Harness) -> None:

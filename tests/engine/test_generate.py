@@ -883,7 +883,8 @@ def test_style_parts_and_their_weights() -> None:
     assert raw == [("a fox", 1.0), (CUTE, 0.6), ("ink", 0.55), ("oil", 0.55)]
 
 
-# image prompts (without an IP-Adapter: img2img from the first image, strength 1 - --iw/4)
+# image prompts on a preset without an IP-Adapter: img2img from the first image, strength
+# 1 - --iw/4 (with one: tests/engine/test_adapter.py)
 
 
 def image_prompt(generator: Generator, prompt: str, picture: Path) -> JobResult:
@@ -892,9 +893,16 @@ def image_prompt(generator: Generator, prompt: str, picture: Path) -> JobResult:
     return imagine_with(generator, prompt, image_inputs=(digest,))
 
 
+@pytest.fixture
+def img2img_generator(engine_config: EngineConfig) -> Generator:
+    """A generator whose tiny preset has no IP-Adapter (`ip_adapter = ""`)."""
+    return with_preset(engine_config, ip_adapter=None)
+
+
 def test_an_image_prompt_pulls_the_images_towards_it_more_with_a_higher_iw(
-    generator: Generator,
+    img2img_generator: Generator,
 ) -> None:
+    generator = img2img_generator
     # The picture is one the tiny model drew: its random VAE keeps such pictures (as variations
     # of them show), not arbitrary ones.
     picture = imagine_with(generator, "a blue lake at night --seed 11").images[0]
@@ -906,11 +914,13 @@ def test_an_image_prompt_pulls_the_images_towards_it_more_with_a_higher_iw(
     assert far > nearer > nearest, (far, nearer, nearest)
     meta = read_metadata(strong.images[0])
     assert meta["image_weight"] == 3.0 and len(meta["image_prompts"]) == 1
+    assert meta["image_prompt_mode"] == "img2img"
     assert meta["strength"] == pytest.approx(0.25)
     assert strong.steps == int(8 * 0.25)  # img2img runs the last quarter of the schedule
 
 
-def test_the_same_seed_and_image_give_the_same_grid(generator: Generator) -> None:
+def test_the_same_seed_and_image_give_the_same_grid(img2img_generator: Generator) -> None:
+    generator = img2img_generator
     picture = imagine_with(generator, "a blue lake at night --seed 11").images[0]
     first = image_prompt(generator, "a red fox --seed 9 --iw 2", picture)
     again = image_prompt(generator, "a red fox --seed 9 --iw 2", picture)

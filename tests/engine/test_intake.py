@@ -237,3 +237,16 @@ def test_notes_of_every_request_once_in_order() -> None:
         "`--q 3` is not a quality here, so it ran as `--q 4` (the values are .25, .5, 1, 2, 4)",
         "`--v 7` is a Midjourney model; here it ran on **tiny**",
     )
+
+
+def test_a_preset_without_an_image_adapter_says_what_it_did_with_the_images() -> None:
+    bare = replace(DEFAULT_PRESETS["tiny"], name="bare", ip_adapter=None)
+    config = replace(CONFIG, presets={**PRESETS, "bare": bare})
+    text = "https://x.com/a.png https://x.com/b.png a fox --sref https://x.com/s.png --v bare"
+    reading = read_prompt(expand_prompt(text, Preferences()), config)
+
+    notes = reading.notes
+    assert any("the first image prompt was the starting image" in n for n in notes), notes
+    assert any("no image adapter: `--sref` ignored" in n for n in notes), notes
+    with_adapter = read_prompt(expand_prompt(text.replace("bare", "tiny"), Preferences()), config)
+    assert not any("image adapter" in n for n in with_adapter.notes)

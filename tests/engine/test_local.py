@@ -119,7 +119,7 @@ def test_local_takes_image_prompt_files(
     assert main([*args, "--out", str(tmp_path / "lake.png")]) == 0
     meta = read_metadata(tmp_path / "lake_1.png")
     assert len(meta["image_prompts"]) == 1 and meta["image_weight"] == 2.0
-    assert meta["strength"] == 0.5
+    assert meta["image_prompt_mode"] == "adapter"  # the tiny preset's IP-Adapter
     kept = tmp_path / "data" / "inputs" / f"{meta['image_prompts'][0]}.png"
     with Image.open(kept) as image:
         assert (image.mode, image.size) == ("RGB", (200, 120))  # kept as the bot keeps them

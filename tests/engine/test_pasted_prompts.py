@@ -146,23 +146,27 @@ TABLE = [
         "a ceramic cat sculpture --sref https://x.com/s.png::2 123456 --sw 300 --sv 4 --v 7",
         "sdxl",
         {
-            "style_refs": ("https://x.com/s.png::2", "123456"),
+            "style_refs": ("https://x.com/s.png::2",),  # the URL is used, the code is not
             "style_ref_weight": 300,
             "style_ref_version": 4,
         },
-        ("image references are not available here yet: `--sref`, `--sw`, `--sv`", "`--v 7`"),
+        (
+            "style codes are Midjourney's own: `--sref 123456` ignored",
+            "`--sv` picks one of Midjourney's style models: ignored",
+            "`--v 7`",
+        ),
     ),
     Pasted(
         "a knight portrait --cref https://x.com/c.png --cw 50 --v 6",
         "sdxl",
         {"object_refs": ("https://x.com/c.png",), "character_weight": 50},
-        ("image references are not available here yet: `--cref`, `--cw` ignored", "`--v 6`"),
+        ("`--v 6`",),
     ),
     Pasted(
         "a robot barista --oref https://x.com/o.png --ow 250 --v 7",
         "sdxl",
         {"object_refs": ("https://x.com/o.png",), "object_ref_weight": 250},
-        ("`--oref`, `--ow` ignored", "`--v 7`"),
+        ("`--v 7`",),
     ),
     Pasted(
         "a fox in the snow --sw 200 --v 7",  # a weight without its reference

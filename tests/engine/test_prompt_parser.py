@@ -124,7 +124,7 @@ FLAG_CASES = [
     (
         "--sref https://x.com/a.png::2 123 random",
         "style_refs",
-        ("https://x.com/a.png::2", "123", "random"),
+        ("https://x.com/a.png::2",),  # Midjourney's style codes are accepted, noted, dropped
     ),
     ("--sref <https://x.com/a.png>", "style_refs", ("https://x.com/a.png",)),
     ("--sw 0", "style_ref_weight", 0),

@@ -37,10 +37,13 @@ class FailingGenerator:
         self.error = error
         self.ran: list[str] = []
 
-    def is_loaded(self, name: str) -> bool:
+    def is_loaded(self, job: Job) -> bool:
         return True
 
     def model(self, name: str) -> None:
+        return None
+
+    def load(self, job: Job) -> None:
         return None
 
     def run(self, job: Job, progress: Any, cancelled: Any) -> None:
