@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.blend import BlendCog
 from bot.buttons import JobButton
 from bot.commands import JobCommands
 from bot.config import BotConfig, ConfigError, require_token
@@ -99,7 +100,8 @@ class ImagineBot(commands.Bot):
         self.deliveries = Deliveries(self, self._edit_interval_s)
         self.presses = Presses(self)
         await self.deliveries.resume()  # what the last run left: before any new job
-        for cog in (ImagineCog(self), SettingsCog(self), PreferCog(self), JobCommands(self)):
+        cogs = (ImagineCog(self), BlendCog(self), SettingsCog(self), PreferCog(self))
+        for cog in (*cogs, JobCommands(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
         engine = self.config.engine

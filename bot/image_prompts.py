@@ -69,9 +69,7 @@ async def with_image_prompts(
             digests[url] = await asyncio.to_thread(store.put, png)
         return digests[url]
 
-    first: tuple[str, ...] = ()
-    if attachment is not None:
-        first = (await asyncio.to_thread(store.put, await _read(attachment, limits)),)
+    first = await kept_attachments(bot, [attachment] if attachment is not None else [])
     out = []
     for job in jobs:
         request = job.request
@@ -86,6 +84,18 @@ async def with_image_prompts(
         )
         out.append(dataclasses.replace(job, request=request))
     return out
+
+
+async def kept_attachments(
+    bot: ImagineBot, attachments: Sequence[discord.Attachment]
+) -> tuple[str, ...]:
+    """Each attachment read through discord.py, checked and stored; their digests. FetchError
+    names the first that could not be used."""
+    limits = bot.config.images.limits()
+    store = InputStore(bot.config.engine.inputs_dir)
+    return tuple(
+        [await asyncio.to_thread(store.put, await _read(each, limits)) for each in attachments]
+    )
 
 
 async def _fetch(bot: ImagineBot, url: str, limits: FetchLimits) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.config import ConfigError, EngineConfig, JobLimits, ModelPreset
@@ -166,6 +166,33 @@ def _prompt(
     notes.extend(_adapter_notes(request, preset))
     request = dataclasses.replace(request, notes=tuple(dict.fromkeys([*request.notes, *notes])))
     return Prompt(request, preset.name)
+
+
+BLEND_IMAGE_WEIGHT = 2.0  # /blend has no text to weigh against: the adapter at scale 1
+
+
+def read_blend(
+    links: Sequence[str],
+    aspect: tuple[int, int],
+    config: EngineConfig,
+    prefs: Preferences | None = None,
+) -> Reading:
+    """/blend: the images (their links, as shown; the bot stores their bytes) mixed with equal
+    weights and no text, at `aspect`, on the user's model."""
+    prefs = prefs or Preferences()
+    raw = " ".join([*links, f"--ar {aspect[0]}:{aspect[1]}"])
+    request = ImagineRequest(
+        prompt="",
+        image_urls=tuple(links),
+        aspect=aspect,
+        image_weight=BLEND_IMAGE_WEIGHT,
+        stylize=prefs.stylize if prefs.stylize is not None else ImagineRequest.stylize,
+        raw=raw,
+    )
+    notes: list[str] = []
+    preset = _preset(request, config, prefs.model, notes)
+    notes += [*_limit_notes(request, preset, config.limits), *_adapter_notes(request, preset)]
+    return Reading((Prompt(dataclasses.replace(request, notes=tuple(notes)), preset.name),))
 
 
 def _preset(

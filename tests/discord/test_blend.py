@@ -1,0 +1,71 @@
+"""/blend through the real bot: attached images become one grid that mixes them."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from engine.storage import read_metadata
+from tests.discord.helpers import Harness, harness, job_id_of
+from tests.fake_discord import UploadedFile
+
+__all__ = ["harness"]
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> UploadedFile:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return UploadedFile(f"{color[0]}.png", out.getvalue(), "image/png")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def h(harness: Harness) -> Harness:
+    await harness.start()
+    return harness
+
+
+async def test_three_images_blend_into_a_landscape_grid(h: Harness) -> None:
+    images = {f"image{n}": png((60 * n, 20, 200 - 50 * n)) for n in (1, 2, 3)}
+    interaction = await h.command("blend", {**images, "dimensions": "Landscape"})
+    message = await h.job_message(interaction)
+    finished = await h.finished(message.id)
+    assert "(seed " in finished.content, finished.content
+    assert "--ar 3:2" in finished.content and f"<@{h.tester}>" in finished.content
+
+    stored = h.stored(finished)
+    request = stored.job.request
+    assert len(request.image_inputs) == 3 and len(set(request.image_inputs)) == 3
+    assert request.prompt == "" and request.aspect == (3, 2)
+    assert stored.result is not None
+    meta = read_metadata(stored.result.images[0])
+    assert meta["image_prompts"] == list(request.image_inputs)
+    assert meta["image_prompt_mode"] == "adapter" and meta["image_weight"] == 2.0
+    assert meta["width"] > meta["height"]
+    assert all(f"U{n}" in str(finished.components) for n in (1, 2, 3, 4))
+
+    # 🔄 blends the same images again, from storage
+    reroll = await h.press(finished, f"mj:r:0:{job_id_of(finished)}")
+    again = await h.new_message(
+        lambda m: m.interaction_id == reroll.id and "(seed " in m.content, timeout=90.0
+    )
+    assert h.stored(again).job.request.image_inputs == request.image_inputs
+
+
+async def test_two_images_blend_square_by_default(h: Harness) -> None:
+    interaction = await h.command("blend", {"image1": png((200, 0, 0)), "image2": png((0, 0, 200))})
+    finished = await h.finished((await h.job_message(interaction)).id)
+    request = h.stored(finished).job.request
+    assert request.aspect == (1, 1) and len(request.image_inputs) == 2
+
+
+async def test_an_attachment_that_is_not_an_image_is_refused_naming_it(h: Harness) -> None:
+    notes = UploadedFile("notes.txt", b"hello", "text/plain")
+    interaction = await h.command("blend", {"image1": png((1, 2, 3)), "image2": notes})
+    text = await h.private_reply(interaction)
+    assert text.startswith("Could not use the image <notes.txt>: it is not an image"), text
+    assert h.bot.store.user_jobs(str(h.tester)) == []
