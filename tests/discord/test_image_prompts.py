@@ -134,6 +134,20 @@ async def test_a_link_to_a_private_address_is_refused_privately(
     assert h.bot.store.user_jobs(str(h.tester)) == []  # nothing was queued
 
 
+async def test_a_discord_cdn_link_is_read_through_discord(h: Harness) -> None:
+    # No LAN exemption: the bot's own fetcher would refuse the fake's 127.0.0.1, so only
+    # discord.py's CDN download can read this link (the test fixture sends the CDN to the fake).
+    upload = h.fake.store_attachment(UploadedFile("red.png", picture((200, 10, 10))))
+    url = f"https://cdn.discordapp.com/attachments/123/{upload.id}/red.png?ex=1&hm=ab"
+    grid = await h.grid(f"{url} a red square --seed 2")
+
+    [digest] = h.stored(grid).job.request.image_inputs
+    kept = h.storage / "inputs" / f"{digest}.png"
+    with Image.open(kept) as image:
+        assert image.getpixel((0, 0)) == (200, 10, 10)
+    assert any(r.route == "cdn_attachment" for r in h.fake.requests)
+
+
 async def test_an_attachment_that_is_not_an_image_is_refused(h: Harness) -> None:
     interaction = await h.command(
         "imagine", {"prompt": "a cat", "image": UploadedFile("notes.txt", b"hello", "text/plain")}

@@ -42,12 +42,18 @@ def patch_discord(monkeypatch: pytest.MonkeyPatch, fake: FakeDiscord) -> None:
     )
 
 
+DISCORD_CDN = ("cdn.discordapp.com", "media.discordapp.net")
+
+
 def _loopback_only(
     original: Callable[..., Awaitable[aiohttp.ClientResponse]], fake: FakeDiscord
 ) -> Callable[..., Awaitable[aiohttp.ClientResponse]]:
     async def _request(
         session: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any
     ) -> aiohttp.ClientResponse:
+        link = yarl.URL(str(url))
+        if link.host in DISCORD_CDN:  # the fake is Discord's CDN too
+            url = yarl.URL(fake.base_url).with_path(link.path).with_query(link.query)
         fake.guard_request(method, str(url))
         return await original(session, method, url, **kwargs)
 

@@ -771,6 +771,7 @@ class FakeDiscord:
         msg = chan + "/messages/{message_id}"
         react = msg + "/reactions/{emoji}/@me"
         member = api + "/guilds/{guild_id}/members/{user_id}"
+        cdn = "/attachments/{channel_id}/{attachment_id}/{filename}"
         return [
             ("GET", api + "/users/@me", "users_me", self._users_me, True),
             ("GET", api + "/oauth2/applications/@me", "application", self._app, True),
@@ -800,6 +801,8 @@ class FakeDiscord:
             ("POST", api + "/users/@me/channels", "dm_create", self._dm_create, True),
             ("GET", member, "guild_member_get", self._member_get, True),
             ("GET", "/attachments/{attachment_id}/{filename}", "attachment", self._file, False),
+            # Discord's CDN form of the same file (cdn.discordapp.com is sent here: fixtures)
+            ("GET", cdn, "cdn_attachment", self._file, False),
         ]
 
     def _endpoint(
