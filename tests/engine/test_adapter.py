@@ -217,3 +217,22 @@ def test_the_adapter_keys_of_a_preset(tmp_path: Path) -> None:
     assert off.ip_adapter is None  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="ip_adapter_weights"):
         preset({"source": "org/model", "family": "sd", "ip_adapter_weights": ""})
+
+
+@pytest.mark.parametrize("weight", [50, 100, 400])
+def test_a_style_reference_moves_the_grid_less_than_an_object_reference_of_the_same_weight(
+    generator: Generator, weight: int
+) -> None:
+    # What the recipe guarantees: the style slot acts on one attention layer, the object slot
+    # on all of them, so at one weight the style reference changes less of the picture.
+    lake, _ = stored(generator)
+    plain = draw(generator, "a red fox --seed 3")
+    styled = draw(
+        generator,
+        f"a red fox --seed 3 --sw {weight}",
+        style_inputs=(lake,),
+        style_input_weights=(1.0,),
+    )
+    kept = draw(generator, f"a red fox --seed 3 --ow {weight}", object_inputs=(lake,))
+
+    assert 0 < distance(styled.grid, plain.grid) < distance(kept.grid, plain.grid)
