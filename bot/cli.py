@@ -8,10 +8,10 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from bot.config import TOKEN_ENV, ConfigError, load_config
+from bot.config import TOKEN_ENV, ConfigError, ImagesConfig, load_config
 from bot.redact import redact_logs
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--config", type=Path, help="config.toml (default: built-in settings)")
     local.add_argument(
         "--image",
-        type=Path,
         action="append",
         default=[],
-        help="an image prompt file (repeatable); --iw in the prompt sets its weight",
+        help="an image prompt file or URL (repeatable); --iw in the prompt sets its weight",
     )
 
     bench = commands.add_parser("bench", help="time the engine's paths and print a table")
@@ -75,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.local import run_local
 
         return asyncio.run(
-            run_local(config.engine, args.prompt, args.out, args.model, images=args.image)
+            run_local(
+                config.engine,
+                args.prompt,
+                args.out,
+                args.model,
+                images=args.image,
+                fetch=_fetcher(config.images),
+            )
         )
     if args.command == "bench" and args.load:
         return _bench_load(args.users, args.jobs, args.rounds)
@@ -106,3 +112,19 @@ def _bench_load(users: int, jobs: int, rounds: int) -> int:
     report = asyncio.run(run_load(users=users, jobs_per_user=jobs, rounds=rounds))
     print(report.table())
     return 0
+
+
+def _fetcher(images: ImagesConfig) -> Callable[[str], Awaitable[bytes]]:
+    """`imagine-bot local`'s image links, fetched as the bot fetches them (the same checks)."""
+    from bot.fetch import FetchError, fetch_image
+    from engine.local import ImageUnavailableError
+
+    limits = images.limits()
+
+    async def fetch(url: str) -> bytes:
+        try:
+            return (await fetch_image(url, limits)).png
+        except FetchError as error:
+            raise ImageUnavailableError(str(error)) from None
+
+    return fetch

@@ -16,9 +16,9 @@ import discord
 import yarl
 
 from bot.fetch import FetchError, FetchLimits, decode_image, fetch_image
+from engine.intake import image_links, with_images
 from engine.jobs import Job
 from engine.prompt import ImagineRequest
-from engine.prompt.flags import split_reference
 from engine.storage import InputStore
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ DISCORD_CDN = ("cdn.discordapp.com", "media.discordapp.net")
 
 
 def wants_images(jobs: Sequence[Job], attachment: discord.Attachment | None) -> bool:
-    return attachment is not None or any(_links(job) for job in jobs)
+    return attachment is not None or any(image_links(job) for job in jobs)
 
 
 def same_images(new: ImagineRequest, old: ImagineRequest) -> ImagineRequest | None:
@@ -46,13 +46,6 @@ def same_images(new: ImagineRequest, old: ImagineRequest) -> ImagineRequest | No
     )
 
 
-def _links(job: Job) -> tuple[str, ...]:
-    """Every image URL of a job: image prompts, --sref URLs, --oref."""
-    request = job.request
-    refs = (split_reference(ref)[0] for ref in (*request.style_refs, *request.object_refs))
-    return (*request.image_urls, *refs)
-
-
 async def with_image_prompts(
     bot: ImagineBot, jobs: Sequence[Job], attachment: discord.Attachment | None
 ) -> list[Job]:
@@ -61,29 +54,12 @@ async def with_image_prompts(
     used, and why."""
     limits = bot.config.images.limits()
     store = InputStore(bot.config.engine.inputs_dir)
-    digests: dict[str, str] = {}  # URL → digest: permutations share their images
 
     async def digest_of(url: str) -> str:
-        if url not in digests:
-            png = await _fetch(bot, url, limits)
-            digests[url] = await asyncio.to_thread(store.put, png)
-        return digests[url]
+        return await asyncio.to_thread(store.put, await _fetch(bot, url, limits))
 
     first = await kept_attachments(bot, [attachment] if attachment is not None else [])
-    out = []
-    for job in jobs:
-        request = job.request
-        inputs = first + tuple([await digest_of(url) for url in request.image_urls])
-        styles = [split_reference(ref) for ref in request.style_refs]
-        request = dataclasses.replace(
-            request,
-            image_inputs=inputs,
-            style_inputs=tuple([await digest_of(url) for url, _ in styles]),
-            style_input_weights=tuple(weight for _, weight in styles),
-            object_inputs=tuple([await digest_of(url) for url in request.object_refs]),
-        )
-        out.append(dataclasses.replace(job, request=request))
-    return out
+    return await with_images(jobs, digest_of, first)
 
 
 async def kept_attachments(

@@ -312,7 +312,9 @@ class EngineClient:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-        if running is not None:
+        if running is not None and self._cancelled_running:  # never to be resumed
+            self._finish(running.id, Cancelled(running.id))
+        elif running is not None:
             logger.info("job %s was still running at shutdown: left for the next start", running.id)
             self._finish(running.id, Interrupted(running.id))
         if self._process is not None:

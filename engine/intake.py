@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.config import ConfigError, EngineConfig, JobLimits, ModelPreset
 from engine.jobs import Job, imagine_job
 from engine.plan import final_size, planned_steps
 from engine.prompt import ImagineRequest, PromptError, parse_prompt, parse_prompts
-from engine.prompt.flags import FLAGS
+from engine.prompt.flags import FLAGS, split_reference
 from engine.prompt.parser import flag_name
 from engine.prompt.permutations import DEFAULT_LIMIT
 
@@ -166,6 +166,44 @@ def _prompt(
     notes.extend(_adapter_notes(request, preset))
     request = dataclasses.replace(request, notes=tuple(dict.fromkeys([*request.notes, *notes])))
     return Prompt(request, preset.name)
+
+
+DigestOf = Callable[[str], Awaitable[str]]  # an image URL → the digest of its stored PNG
+
+
+async def with_images(
+    jobs: Sequence[Job], digest_of: DigestOf, first: tuple[str, ...] = ()
+) -> list[Job]:
+    """`jobs` with their images stored and named by digest: `first` (attachments, files) and
+    then the prompt's links as image prompts, --sref and --oref. `digest_of` fetches and stores
+    a link (the bot's safe fetcher); it is called once per link, whatever the job count."""
+    digests: dict[str, str] = {}  # permutations share their images
+
+    async def digest(url: str) -> str:
+        if url not in digests:
+            digests[url] = await digest_of(url)
+        return digests[url]
+
+    out = []
+    for job in jobs:
+        request = job.request
+        styles = [split_reference(ref) for ref in request.style_refs]
+        request = dataclasses.replace(
+            request,
+            image_inputs=first + tuple([await digest(url) for url in request.image_urls]),
+            style_inputs=tuple([await digest(url) for url, _ in styles]),
+            style_input_weights=tuple(weight for _, weight in styles),
+            object_inputs=tuple([await digest(url) for url in request.object_refs]),
+        )
+        out.append(dataclasses.replace(job, request=request))
+    return out
+
+
+def image_links(job: Job) -> tuple[str, ...]:
+    """Every image URL of a job: image prompts, --sref URLs, --oref."""
+    request = job.request
+    refs = (split_reference(ref)[0] for ref in (*request.style_refs, *request.object_refs))
+    return (*request.image_urls, *refs)
 
 
 BLEND_IMAGE_WEIGHT = 2.0  # /blend has no text to weigh against: the adapter at scale 1

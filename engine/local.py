@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -14,12 +14,20 @@ from tqdm import tqdm
 
 from engine.client import EngineClient
 from engine.config import ConfigError, EngineConfig
-from engine.intake import prompt_jobs, read_prompt
+from engine.intake import image_links, prompt_jobs, read_prompt, with_images
 from engine.jobs import JobFailed, Loading, Progress, Queued, Started
 from engine.prompt import PromptError
+from engine.prompt.flags import is_image_url
 from engine.storage import InputStore, StorageError, check_storage, png_bytes, upright_rgb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+FetchPng = Callable[[str], Awaitable[bytes]]  # an image URL → its PNG bytes
+
+
+class ImageUnavailableError(Exception):
+    """A linked image that could not be used; the message names it and why."""
+
+
 MAX_LOCAL_JOBS = 40
 
 
@@ -36,9 +44,12 @@ async def run_local(
     out: Path,
     model: str | None = None,
     err: TextIO | None = None,
-    images: Sequence[Path] = (),
+    images: Sequence[str] = (),
+    fetch: FetchPng | None = None,
 ) -> int:
-    """`images`: image prompt files (before the prompt's links, which are not fetched here)."""
+    """`images`: image prompt files or URLs (before the prompt's links). `fetch` downloads a
+    URL (the bot's safe fetcher, which the engine package does not import); without one, links
+    are not used."""
     err = err or sys.stderr
     try:
         if model is not None:
@@ -57,26 +68,30 @@ async def run_local(
         print(f"Storage: {error.strerror}", file=err)
         return EXIT_USAGE
 
+    store = InputStore(config.inputs_dir)
+
+    async def digest_of(url: str) -> str:
+        assert fetch is not None
+        return store.put(await fetch(url))
+
     try:
-        inputs = _keep_images(config, images)
-    except OSError as error:  # UnidentifiedImageError too
-        print(f"Image: could not read {error}", file=err)
+        first = tuple(
+            [
+                await digest_of(image) if fetch and is_image_url(image) else _keep(store, image)
+                for image in images
+            ]
+        )
+        if fetch is not None:
+            jobs = await with_images(jobs, digest_of, first)
+        elif first:
+            jobs = [replace(j, request=replace(j.request, image_inputs=first)) for j in jobs]
+    except (OSError, ImageUnavailableError) as error:  # UnidentifiedImageError too
+        print(f"Image: {error}", file=err)
         return EXIT_USAGE
-    if inputs:
-        jobs = [replace(j, request=replace(j.request, image_inputs=inputs)) for j in jobs]
     for note in reading.notes:  # what was mapped, rounded or ignored (bold is for Discord)
         print(f"note: {note.replace('**', '')}", file=err)
-    if any(job.request.image_urls for job in jobs):
-        print(
-            "note: image links are fetched by the Discord bot only: ignored here "
-            "(give a file with --image)",
-            file=err,
-        )
-    if any(job.request.style_refs or job.request.object_refs for job in jobs):
-        print(
-            "note: --sref / --oref links are fetched by the Discord bot only: ignored here",
-            file=err,
-        )
+    if fetch is None and any(image_links(job) for job in jobs):
+        print("note: image links are not fetched here: ignored", file=err)
     status = EXIT_OK
     async with EngineClient(config) as engine:
         for number, job in enumerate(jobs):
@@ -99,26 +114,22 @@ async def run_local(
                 print(f"job failed: {failure}", file=err)
                 status = EXIT_FAILED
                 continue
-            grid, images = output_paths(out, number, len(result.images))
+            grid, files = output_paths(out, number, len(result.images))
             grid.parent.mkdir(parents=True, exist_ok=True)
             if result.grid is not None:
                 shutil.copyfile(result.grid, grid)
                 print(f"grid  {grid}  ({result.width}×{result.height} each, model {result.model})")
-            for seed, source, target in zip(result.seeds, result.images, images, strict=True):
+            for seed, source, target in zip(result.seeds, result.images, files, strict=True):
                 shutil.copyfile(source, target)
                 print(f"seed {seed}  {target}")
             print(f"job {result.job_id}  {result.steps} steps  {result.elapsed_s:.1f} s")
     return status
 
 
-def _keep_images(config: EngineConfig, paths: Sequence[Path]) -> tuple[str, ...]:
-    """Each file as the bot keeps a fetched image prompt; their digests."""
-    store = InputStore(config.inputs_dir)
-    digests = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                digests.append(store.put(png_bytes(upright_rgb(image))))
-        except OSError as error:  # a missing file, or not an image (UnidentifiedImageError)
-            raise OSError(f"{path}: {error}") from error
-    return tuple(digests)
+def _keep(store: InputStore, path: str) -> str:
+    """An image file, kept as the bot keeps a fetched image prompt; its digest."""
+    try:
+        with Image.open(path) as image:
+            return store.put(png_bytes(upright_rgb(image)))
+    except OSError as error:  # a missing file, or not an image (UnidentifiedImageError)
+        raise OSError(f"could not read {path}: {error}") from error

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import io
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +133,60 @@ def test_local_takes_image_prompt_files(
     assert main(missing) == 2
     err = capsys.readouterr().err
     assert "Image: could not read" in err and "no.png" in err, err
+
+
+@pytest.fixture
+def picture_url() -> Iterator[str]:
+    """A PNG served on 127.0.0.1 (from a thread: `main` runs its own event loop)."""
+    out = io.BytesIO()
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(out, format="PNG")
+    body = out.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/red.png"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_local_fetches_image_links_as_the_bot_does(
+    tmp_path: Path, models_dir: Path, picture_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    lan = config.read_text() + '[images]\nallowed_networks = ["127.0.0.1/32"]\n'
+    config.write_text(lan)
+    prompt = f"{picture_url} a red lake --sref {picture_url}::2 --seed 3"
+    args = ["local", prompt, "--config", str(config), "--image", picture_url]
+
+    assert main([*args, "--out", str(tmp_path / "lake.png")]) == 0
+    meta = read_metadata(tmp_path / "lake_1.png")
+    [digest] = set(meta["image_prompts"])  # the --image URL and the link: the same picture
+    assert len(meta["image_prompts"]) == 2
+    assert meta["style_refs"] == [digest] and meta["style_ref_weights"] == [2.0]
+    with Image.open(tmp_path / "data" / "inputs" / f"{digest}.png") as kept:
+        assert kept.size == (90, 60)
+
+
+def test_local_refuses_a_link_the_bot_would_refuse(
+    tmp_path: Path, models_dir: Path, picture_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)  # no allowed_networks: 127.0.0.1 is refused
+
+    assert main(["local", f"{picture_url} a lake", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"Image: Could not use the image <{picture_url}>" in err, err
+    assert "loopback" in err or "private" in err, err
