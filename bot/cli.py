@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -50,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: the bot under load against a fake Discord (needs a source checkout)",
     )
+    bench.add_argument(
+        "--vs-diffusers",
+        action="store_true",
+        help="instead: the engine's whole path against direct diffusers calls, same weights",
+    )
+    bench.add_argument("--size", type=int, default=128, help="--vs-diffusers: image side")
+    bench.add_argument("--steps", type=int, default=20, help="--vs-diffusers: steps")
+    bench.add_argument("--json", action="store_true", help="--vs-diffusers: print JSON")
     bench.add_argument("--users", type=int, default=50, help="--load: users (default: 50)")
     bench.add_argument("--jobs", type=int, default=5, help="--load: jobs each sends (default: 5)")
     bench.add_argument("--rounds", type=int, default=2, help="--load: bursts (default: 2)")
@@ -85,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "bench" and args.load:
         return _bench_load(args.users, args.jobs, args.rounds)
+    if args.command == "bench" and args.vs_diffusers:
+        from engine.bench import overhead_table, run_overhead
+
+        figures = run_overhead(
+            config.engine, args.model, args.size, args.steps, repeats=args.repeats
+        )
+        print(json.dumps(figures) if args.json else overhead_table(figures, args.model))
+        return 0
     if args.command == "bench":
         from engine.bench import run_bench
 

@@ -6,6 +6,7 @@ hold on any machine; absolute seconds mean something only with the device named.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
@@ -14,9 +15,11 @@ from typing import Any
 
 import torch
 
+from engine.client import EngineClient
 from engine.config import EngineConfig
 from engine.generate import Generator
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
+from engine.loader import load_pipeline
 from engine.prompt import parse_prompt
 
 PROMPT = "a lighthouse at dusk, dramatic sky"
@@ -74,3 +77,82 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     ]
     lines += [f"{name:<40} {seconds:>8.3f} {seconds / base:>6.2f}" for name, seconds in results]
     return "\n".join(lines)
+
+
+def run_overhead(
+    config: EngineConfig,
+    model: str,
+    size: int = 512,
+    steps: int = 20,
+    jobs: int = 8,
+    repeats: int = 3,
+) -> dict[str, float]:
+    """The engine's whole path (queue → engine process → previews → files) against direct
+    diffusers calls on the same weights, in one run: one grid, and `jobs` grids back to back
+    from several users. Medians of `repeats`; ratios > 1 are the engine's overhead."""
+    preset = replace(config.preset(model), base_resolution=size, steps=steps)
+    config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
+    pipe = load_pipeline(preset, config)
+    seeds = [7, 8, 9, 10]
+
+    def direct() -> None:
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        pipe(
+            prompt=PROMPT,
+            num_images_per_prompt=len(seeds),
+            width=size,
+            height=size,
+            num_inference_steps=steps,
+            guidance_scale=preset.guidance,
+            generator=generators,
+            output_type="pil",
+        )
+
+    def grid_job(owner: str) -> Job:
+        return imagine_job(parse_prompt(f"{PROMPT} --seed 7"), model=preset.name, owner=owner)
+
+    async def engine_runs() -> tuple[float, float]:
+        async with EngineClient(config) as engine:
+            await (await engine.submit(grid_job("warm-up"))).result()
+            one, burst = [], []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                await (await engine.submit(grid_job("bench"))).result()
+                one.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                handles = [await engine.submit(grid_job(f"user{i % 4}")) for i in range(jobs)]
+                for handle in handles:
+                    await handle.result()
+                burst.append(time.perf_counter() - started)
+        return statistics.median(one), statistics.median(burst)
+
+    direct()  # warm-up
+    direct_one = _timed(direct, repeats)
+    direct_burst = _timed(lambda: [direct() for _ in range(jobs)], repeats)
+    engine_one, engine_burst = asyncio.run(engine_runs())
+    return {
+        "size": size,
+        "steps": steps,
+        "jobs": jobs,
+        "direct_grid_s": direct_one,
+        "engine_grid_s": engine_one,
+        "grid_overhead": engine_one / direct_one,
+        "direct_burst_s": direct_burst,
+        "engine_burst_s": engine_burst,
+        "burst_overhead": engine_burst / direct_burst,
+    }
+
+
+def overhead_table(figures: dict[str, float], model: str) -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    size, steps, jobs = int(figures["size"]), int(figures["steps"]), int(figures["jobs"])
+    return "\n".join(
+        [
+            f"engine vs diffusers: model {model} at {size}², {steps} steps, on {device}",
+            f"{'path':<40} {'diffusers':>9} {'engine':>8} {'ratio':>6}",
+            f"{'one 4-image grid':<40} {figures['direct_grid_s']:>9.3f} "
+            f"{figures['engine_grid_s']:>8.3f} {figures['grid_overhead']:>6.2f}",
+            f"{f'{jobs} grids back to back (4 users)':<40} {figures['direct_burst_s']:>9.3f} "
+            f"{figures['engine_burst_s']:>8.3f} {figures['burst_overhead']:>6.2f}",
+        ]
+    )
