@@ -107,9 +107,9 @@ class Deliveries:
         self._closed = False
         self._admitting = asyncio.Lock()  # limits checked and jobs queued as one step
 
-    @property
-    def _inputs(self) -> Path:
-        return self._bot.config.engine.inputs_dir
+    def _inputs(self, job: Job) -> Path | None:
+        """Where a /describe's image is kept (the message shows it); None for other jobs."""
+        return self._bot.config.engine.inputs_dir if job.kind is JobKind.DESCRIBE else None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         if self._closed:  # an interaction that was still being answered when the bot stopped
@@ -277,7 +277,7 @@ class Deliveries:
                 messages.running(job, event.percent), cancel_view(job.id), upload=upload
             )
         if isinstance(event, Done):
-            return await finished_state(job, event.result, size_limit, self._inputs)
+            return await finished_state(job, event.result, size_limit, self._inputs(job))
         if isinstance(event, Failed):
             return MessageState(
                 messages.failed(job, event.reason), clear_attachments=True, final=True
@@ -340,7 +340,9 @@ class Deliveries:
         target = self._target(stored)
         if stored.status is JobStatus.DONE and stored.result is not None:
             try:
-                state = await finished_state(job, stored.result, target.size_limit, self._inputs)
+                state = await finished_state(
+                    job, stored.result, target.size_limit, self._inputs(job)
+                )
             except OSError:  # its images left storage before it was shown: nothing to show
                 logger.warning("job %s: its images are gone; not delivered", job.id, exc_info=True)
                 self._bot.store.set_delivered(job.id)
