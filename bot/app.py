@@ -23,6 +23,7 @@ from bot.buttons import JobButton
 from bot.commands import JobCommands
 from bot.config import BotConfig, ConfigError, require_token
 from bot.delivery import Deliveries
+from bot.describe import DescribeCog
 from bot.editing import EDIT_INTERVAL_S
 from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
@@ -100,9 +101,9 @@ class ImagineBot(commands.Bot):
         self.deliveries = Deliveries(self, self._edit_interval_s)
         self.presses = Presses(self)
         await self.deliveries.resume()  # what the last run left: before any new job
-        cogs = (ImagineCog(self), BlendCog(self), SettingsCog(self), PreferCog(self))
-        for cog in (*cogs, JobCommands(self)):
-            await self.add_cog(cog)
+        cogs = (ImagineCog, BlendCog, DescribeCog, SettingsCog, PreferCog, JobCommands)
+        for cog in cogs:
+            await self.add_cog(cog(self))
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
         engine = self.config.engine
         if engine.keep_days or engine.max_gb:

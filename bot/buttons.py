@@ -1,5 +1,6 @@
 """The buttons under job messages, as `DynamicItem`s: their custom_id carries everything a press
-needs (`mj:<op>:<image number>:<job id>`), so they keep working after a restart or months later.
+needs (`mj:<op>:<image or prompt number>:<job id>`), so they keep working after a restart or
+months later.
 
 Pressing one routes to `bot.presses` (bot/presses.py); this module only knows how buttons look.
 """
@@ -28,9 +29,12 @@ class Op(StrEnum):
     VARY_STRONG = "vt"  # 🪄 Vary (Strong)
     UPSCALE_SUBTLE = "us"  # Upscale (Subtle)
     UPSCALE_CREATIVE = "uc"  # Upscale (Creative)
+    PROMPT = "p"  # 1…4 under /describe: /imagine that prompt
+    IMAGINE_ALL = "a"  # Imagine all: the four prompts of a /describe
 
 
-TEMPLATE = r"mj:(?P<op>u|v|r|x|vs|vt|us|uc):(?P<number>[0-4]):(?P<job>[0-9a-f]{32})"
+DESCRIBE_OPS = frozenset({Op.PROMPT, Op.IMAGINE_ALL})  # 🔄 of a describe job describes again
+TEMPLATE = r"mj:(?P<op>u|v|r|x|vs|vt|us|uc|p|a):(?P<number>[0-4]):(?P<job>[0-9a-f]{32})"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Press:
 
     @property
     def index(self) -> int:
-        """The 0-based image index (-1 for buttons about the whole job)."""
+        """The 0-based image (or prompt) index (-1 for buttons about the whole job)."""
         return self.number - 1
 
     @property
@@ -59,13 +63,15 @@ _LOOKS: dict[Op, tuple[str | None, str | None, discord.ButtonStyle]] = {
     Op.VARY_STRONG: ("Vary (Strong)", "🪄", discord.ButtonStyle.secondary),
     Op.UPSCALE_SUBTLE: ("Upscale (Subtle)", None, discord.ButtonStyle.secondary),
     Op.UPSCALE_CREATIVE: ("Upscale (Creative)", None, discord.ButtonStyle.secondary),
+    Op.PROMPT: ("", None, discord.ButtonStyle.secondary),
+    Op.IMAGINE_ALL: ("Imagine all", None, discord.ButtonStyle.secondary),
 }
 
 
 class JobButton(GuardedItem, discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
     def __init__(self, press: Press, row: int | None = None) -> None:
         label, emoji, style = _LOOKS[press.op]
-        if press.op in (Op.PICK, Op.VARY):
+        if press.op in (Op.PICK, Op.VARY, Op.PROMPT):
             label = f"{label}{press.number}"
         super().__init__(
             discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=press.custom_id),
@@ -122,4 +128,14 @@ def single_view(job_id: str, number: int) -> discord.ui.View:
     ):
         for op in ops:
             view.add_item(JobButton(Press(op, number, job_id), row=row))
+    return view
+
+
+def describe_view(job_id: str) -> discord.ui.View:
+    """Under a /describe's four prompts: row 1: 1 2 3 4 🔄; row 2: Imagine all."""
+    view = discord.ui.View(timeout=None)
+    for n in range(1, 5):
+        view.add_item(JobButton(Press(Op.PROMPT, n, job_id), row=0))
+    view.add_item(JobButton(Press(Op.REROLL, 0, job_id), row=0))
+    view.add_item(JobButton(Press(Op.IMAGINE_ALL, 0, job_id), row=1))
     return view

@@ -66,10 +66,17 @@ class JobCommands(commands.Cog):
             await reply_private(interaction, messages.expired(self.bot.config.engine))
             return
         await interaction.response.defer(thinking=True)
-        state = await finished_state(stored.job, stored.result, attachment_limit(interaction))
-        assert state.upload is not None and state.view is not None
+        state = await finished_state(
+            stored.job,
+            stored.result,
+            attachment_limit(interaction),
+            self.bot.config.engine.inputs_dir,
+        )
+        assert state.view is not None
+        # A /describe shows its prompts even once its image is gone from storage.
+        file = state.upload.file() if state.upload is not None else discord.utils.MISSING
         message = await interaction.followup.send(
-            state.content, file=state.upload.file(), view=state.view, wait=True
+            state.content, file=file, view=state.view, wait=True
         )
         self.bot.store.set_message(job_id, interaction.channel_id, message.id)
 

@@ -20,13 +20,14 @@ import logging
 import sqlite3
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot import messages
 from bot.attachments import fit_image, preview_upload
-from bot.buttons import cancel_view, grid_view, upscaled_view
+from bot.buttons import cancel_view, describe_view, grid_view, upscaled_view
 from bot.editing import (
     EDIT_INTERVAL_S,
     FINAL_RETRY_DELAYS_S,
@@ -58,6 +59,7 @@ from engine.jobs import (
     Queued,
     Started,
 )
+from engine.storage import InputStore
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -104,6 +106,10 @@ class Deliveries:
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until each is done
         self._closed = False
         self._admitting = asyncio.Lock()  # limits checked and jobs queued as one step
+
+    def _inputs(self, job: Job) -> Path | None:
+        """Where a /describe's image is kept (the message shows it); None for other jobs."""
+        return self._bot.config.engine.inputs_dir if job.kind is JobKind.DESCRIBE else None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         if self._closed:  # an interaction that was still being answered when the bot stopped
@@ -271,7 +277,7 @@ class Deliveries:
                 messages.running(job, event.percent), cancel_view(job.id), upload=upload
             )
         if isinstance(event, Done):
-            return await finished_state(job, event.result, size_limit)
+            return await finished_state(job, event.result, size_limit, self._inputs(job))
         if isinstance(event, Failed):
             return MessageState(
                 messages.failed(job, event.reason), clear_attachments=True, final=True
@@ -334,7 +340,9 @@ class Deliveries:
         target = self._target(stored)
         if stored.status is JobStatus.DONE and stored.result is not None:
             try:
-                state = await finished_state(job, stored.result, target.size_limit)
+                state = await finished_state(
+                    job, stored.result, target.size_limit, self._inputs(job)
+                )
             except OSError:  # its images left storage before it was shown: nothing to show
                 logger.warning("job %s: its images are gone; not delivered", job.id, exc_info=True)
                 self._bot.store.set_delivered(job.id)
@@ -361,9 +369,21 @@ class Deliveries:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def finished_state(job: Job, result: JobResult, size_limit: int) -> MessageState:
-    """The finished message: the grid with U/V/🔄, or an upscale with its 🪄 Vary buttons (as on
-    Midjourney, an upscale is not upscaled again)."""
+async def finished_state(
+    job: Job, result: JobResult, size_limit: int, inputs: Path | None = None
+) -> MessageState:
+    """The finished message: the grid with U/V/🔄, an upscale with its 🪄 Vary buttons (as on
+    Midjourney, an upscale is not upscaled again), or a /describe's four prompts with 1…4, 🔄
+    and Imagine all, under the image they describe (from `inputs`, while it is kept)."""
+    if job.kind is JobKind.DESCRIBE:
+        digests = job.request.image_inputs
+        source = InputStore(inputs).path(digests[0]) if inputs and digests else None
+        upload = None
+        if source is not None and source.is_file():
+            upload = await asyncio.to_thread(fit_image, source, size_limit, job.id)
+        return MessageState(
+            messages.described(job, result), describe_view(job.id), upload=upload, final=True
+        )
     if job.kind is JobKind.UPSCALE or result.grid is None:
         upload = await asyncio.to_thread(fit_image, result.images[0], size_limit, job.id)
         view = upscaled_view(job.id, 1)

@@ -47,44 +47,54 @@ class ImagineCog(commands.Cog):
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         image: discord.Attachment | None = None,
     ) -> None:
-        bot = self.bot
-        owner = str(interaction.user.id)
+        await imagine_text(self.bot, interaction, prompt, image)
+
+
+async def imagine_text(
+    bot: ImagineBot,
+    interaction: discord.Interaction,
+    prompt: str,
+    image: discord.Attachment | None = None,
+) -> None:
+    """What /imagine does with a prompt, for every way in (the command, a /describe's 1…4
+    buttons and its box): the user's preferences and the moderation rules apply, image prompts
+    are fetched, several jobs ask first; the interaction is answered (or deferred) within
+    Discord's 3 s."""
+    owner = str(interaction.user.id)
+    try:
+        reading = read_user_prompt(bot, owner, prompt)
+        jobs = prompt_jobs(reading, owner, bot.config.limits.max_jobs_per_prompt)
+    except Refused as refusal:
+        await reply_private(interaction, refusal.message)
+        return
+    except PromptError as error:  # too many jobs
+        await reply_private(interaction, messages.prompt_error(error))
+        return
+    if wants_images(jobs, image):
+        # Fetching may take longer than Discord waits for an answer (3 s): think first.
+        await interaction.response.defer(thinking=True, ephemeral=len(jobs) > 1)
         try:
-            reading = read_user_prompt(bot, owner, prompt)
-            jobs = prompt_jobs(reading, owner, bot.config.limits.max_jobs_per_prompt)
-        except Refused as refusal:
-            await reply_private(interaction, refusal.message)
+            jobs = await with_image_prompts(bot, jobs, image)
+        except FetchError as error:
+            await answer_privately(interaction, str(error))
             return
-        except PromptError as error:  # too many jobs
-            await reply_private(interaction, messages.prompt_error(error))
+        except StorageError as error:
+            await answer_privately(interaction, messages.DISK_FULL)
+            logger.error("could not keep an image prompt: %s", error)
             return
-        if wants_images(jobs, image):
-            # Fetching may take longer than Discord waits for an answer (3 s): think first.
-            await interaction.response.defer(thinking=True, ephemeral=len(jobs) > 1)
-            try:
-                jobs = await with_image_prompts(bot, jobs, image)
-            except FetchError as error:
-                await answer_privately(interaction, str(error))
-                return
-            except StorageError as error:
-                await answer_privately(interaction, messages.DISK_FULL)
-                logger.error("could not keep an image prompt: %s", error)
-                return
-        if len(jobs) == 1:
-            await bot.deliveries.launch(interaction, jobs, reading.notes)
-            return
-        admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
-        if not admission.allowed:  # checked again (and the jobs queued at once) on Yes
-            await answer_privately(interaction, admission.message)
-            return
-        view = ConfirmJobs(bot, interaction, jobs, reading.notes)
-        question = (
-            f"This prompt makes **{len(jobs)} jobs** (permutations × --repeat). Run them all?"
-        )
-        if interaction.response.is_done():  # deferred (privately) while its images were fetched
-            await interaction.followup.send(question, view=view, ephemeral=True)
-        else:
-            await interaction.response.send_message(question, view=view, ephemeral=True)
+    if len(jobs) == 1:
+        await bot.deliveries.launch(interaction, jobs, reading.notes)
+        return
+    admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
+    if not admission.allowed:  # checked again (and the jobs queued at once) on Yes
+        await answer_privately(interaction, admission.message)
+        return
+    view = ConfirmJobs(bot, interaction, jobs, reading.notes)
+    question = f"This prompt makes **{len(jobs)} jobs** (permutations × --repeat). Run them all?"
+    if interaction.response.is_done():  # deferred (privately) while its images were fetched
+        await interaction.followup.send(question, view=view, ephemeral=True)
+    else:
+        await interaction.response.send_message(question, view=view, ephemeral=True)
 
 
 class ConfirmJobs(LoggedView):

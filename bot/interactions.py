@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 # Discord's upload limit for servers without boosts; used when the payload does not say.
 DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
+MAX_MODAL_TEXT = 4000  # Discord's cap on a text input
 
 
 def role_ids(user: discord.User | discord.Member) -> Sequence[int]:

@@ -20,6 +20,10 @@ from engine.prompt import PromptError
 MAX_CONTENT = 2000
 MAX_SHOWN_PROMPT = 1500
 MAX_INFO_PROMPT = 80  # /info lists many jobs: a short prompt each
+# Four described prompts and their headline fit one message: each is shown cut to this (after
+# escaping); the buttons use the whole prompt, from the store.
+MAX_DESCRIBED_PROMPT = 350
+NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 _URL = re.compile(r"<?(https?://[^\s<>]+)>?", re.IGNORECASE)
 SOMETHING_WENT_WRONG = "Something went wrong; the error was logged."
 RESTARTING = "The bot is restarting; try again in a minute."
@@ -43,7 +47,10 @@ def _escaped(text: str) -> str:
 def shown_prompt(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
     """The prompt in bold, as the user wrote it (parameters included), markdown and mentions
     escaped and every link in `<…>` (so the public message never unfurls it), then cut to
-    `limit` characters (escaping first: it can double the length)."""
+    `limit` characters (escaping first: it can double the length). A describe job has no prompt:
+    it is named as such."""
+    if job.kind is JobKind.DESCRIBE:
+        return describe_title(job, limit)
     raw = job.request.raw or job.request.prompt
     pieces, end = [], 0
     for match in _URL.finditer(raw):
@@ -58,6 +65,24 @@ def shown_prompt(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
             text = text[:-1]
         text += "…"
     return f"**{text}**"
+
+
+def describe_title(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
+    """`**Describe**`, and the link of the image when it came from one (in `<…>`: no unfurl)."""
+    links = [f"<{url}>" for url in job.request.image_urls if _URL.fullmatch(url)]
+    return " ".join(["**Describe**", *(link for link in links if len(link) < limit)])
+
+
+def described(job: Job, result: JobResult) -> str:
+    """A finished /describe: the four prompts, numbered 1️⃣–4️⃣ as on Midjourney, one paragraph
+    each (escaped, so a caption cannot mention anyone or format the message)."""
+    lines = [headline(job)]
+    for number, prompt in zip(NUMBERS, result.prompts, strict=False):
+        shown = _escaped(prompt)
+        if len(shown) > MAX_DESCRIBED_PROMPT:
+            shown = shown[: MAX_DESCRIBED_PROMPT - 1].rstrip("\\") + "…"
+        lines += ["", f"{number} {shown}"]
+    return "\n".join(lines)
 
 
 def strength_word(strength: Strength | None) -> str:

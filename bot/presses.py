@@ -18,10 +18,12 @@ from PIL import Image
 
 from bot import messages
 from bot.attachments import fit_image
-from bot.buttons import Op, Press, single_view
+from bot.buttons import DESCRIBE_OPS, Op, Press, single_view
+from bot.describe import press_described
 from bot.fetch import FetchError
 from bot.image_prompts import same_images, with_image_prompts
 from bot.interactions import (
+    MAX_MODAL_TEXT,
     LoggedModal,
     answer_privately,
     attachment_limit,
@@ -37,7 +39,6 @@ from engine.jobs import Job, JobKind, Strength, reroll_job, upscale_job, vary_jo
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-MAX_MODAL_TEXT = 4000  # Discord's cap on a text input
 MAX_UPSCALE_SOURCE = 4096  # an image this wide or tall is not upscaled again (2× would be huge)
 FULL_SIZE = "This image is already at full size."
 OTHER_SERVER = "That job belongs to another server."
@@ -87,6 +88,9 @@ class Presses:
     async def _run(self, interaction: discord.Interaction, stored: StoredJob, press: Press) -> None:
         presser = str(interaction.user.id)
         job = stored.job
+        if job.kind is JobKind.DESCRIBE or press.op in DESCRIBE_OPS:  # 1…4, 🔄, Imagine all
+            await press_described(self.bot, interaction, stored, press)
+            return
         if press.op is Op.REROLL:
             await self._maybe_remix(interaction, job, lambda prompt: _reroll(job, presser, prompt))
             return

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from engine.config import BUILTIN_PREFIX, EngineConfig, IPAdapterFiles, ModelPreset
-from engine.loader import ModelLoadError, describe_error
+from engine.loader import ModelLoadError, error_gist
 from engine.prompt.request import ImagineRequest
 from engine.storage import InputStore
 from engine.tiny import ensure_tiny_adapter
@@ -101,7 +101,7 @@ def load_adapter(pipe: Any, preset: ModelPreset, config: EngineConfig) -> Adapte
         logger.exception("could not load the IP-Adapter of model preset %r", preset.name)
         raise ModelLoadError(
             f"could not load the image adapter of model preset {preset.name!r} "
-            f"({files.source}): {describe_error(exc)}. Check ip_adapter, "
+            f"({files.source}): {error_gist(exc)}. Check ip_adapter, "
             f"ip_adapter_weights and image_encoder in [models.{preset.name}], or set "
             'ip_adapter = "" to run image prompts as img2img'
         ) from exc

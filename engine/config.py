@@ -16,6 +16,10 @@ FAMILIES = ("sd", "sdxl")
 BUILTIN_PREFIX = "builtin:"
 DEVICES = ("auto", "cuda", "cpu", "mps")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
+# /describe's captioning model: a hub id (BLIP large: about 1.9 GB of weights, 470 M parameters),
+# a local directory, or the tiny one built offline (random weights, for tests).
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
+TINY_CAPTIONER = "builtin:tiny-captioner"
 
 
 class ConfigError(ValueError):
@@ -178,6 +182,7 @@ class EngineConfig:
     # On SIGTERM the running job may finish for this long (Docker kills after 10 s by default)
     shutdown_grace_s: float = 8.0
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
+    captioner: str = DEFAULT_CAPTIONER  # /describe's model (engine/describe.py), loaded lazily
     threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
     # presets kept loaded at once; the least recently used goes. 1: two SDXL presets need
     # ~14 GB of GPU memory, more than most single GPUs have beside the work itself
@@ -378,6 +383,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "load_timeout",
             "shutdown_grace",
             "upscaler",
+            "captioner",
             "threads",
             "max_loaded_models",
         },
@@ -412,6 +418,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         load_timeout_s=take(engine, "load_timeout", float, 1800.0, "engine"),
         shutdown_grace_s=take(engine, "shutdown_grace", float, 8.0, "engine"),
         upscaler=path(upscaler) if upscaler else None,
+        captioner=_captioner(take(engine, "captioner", str, DEFAULT_CAPTIONER, "engine")),
         threads=take(engine, "threads", int, 0, "engine"),
         max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
         presets=presets,
@@ -447,6 +454,20 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
                 f"the presets are: {', '.join(sorted(presets))}"
             )
     return config
+
+
+def _captioner(source: str) -> str:
+    source = source.strip()
+    if not source:
+        raise ConfigError(
+            f"engine.captioner must name a captioning model (a hub id such as {DEFAULT_CAPTIONER}, "
+            f"a local directory, or {TINY_CAPTIONER})"
+        )
+    if source.startswith(BUILTIN_PREFIX) and source != TINY_CAPTIONER:
+        raise ConfigError(
+            f"engine.captioner is {source!r}; the built-in captioner is {TINY_CAPTIONER}"
+        )
+    return source
 
 
 ENGINE_LIMITS = ("max_steps", "max_pixels")  # the keys of [limits] the engine reads

@@ -14,13 +14,15 @@ from typing import Protocol
 
 from engine.prompt.request import SEED_MAX, ImagineRequest
 
-GRID_SIZE = 4  # images per imagine / variation job
+GRID_SIZE = 4  # images per imagine / variation job; prompts per describe job
+CAPTIONER = "captioner"  # the `model` of a describe job: the engine's one captioning model
 
 
 class JobKind(StrEnum):
     IMAGINE = "imagine"
     VARY = "vary"
     UPSCALE = "upscale"
+    DESCRIBE = "describe"  # an image → four prompts (/describe); no images are made
 
 
 class Strength(StrEnum):
@@ -35,6 +37,7 @@ ALLOWED_STRENGTHS: dict[JobKind, frozenset[Strength | None]] = {
     JobKind.IMAGINE: frozenset({None}),
     JobKind.VARY: frozenset({Strength.SUBTLE, Strength.STRONG}),
     JobKind.UPSCALE: frozenset({Strength.SUBTLE, Strength.CREATIVE}),
+    JobKind.DESCRIBE: frozenset({None}),
 }
 
 
@@ -56,7 +59,8 @@ def random_seed() -> int:
 
 @dataclass(frozen=True)
 class Job:
-    """A unit of GPU work. Images of an imagine/vary job use seeds seed, seed+1, seed+2, seed+3."""
+    """A unit of GPU work. Images of an imagine/vary job use seeds seed, seed+1, seed+2, seed+3;
+    so do the four prompts of a describe job, whose image is `request.image_inputs[0]`."""
 
     id: str
     kind: JobKind
@@ -114,8 +118,24 @@ def imagine_job(
     )
 
 
+def describe_job(*, owner: str, link: str | None = None, seed: int | None = None) -> Job:
+    """/describe: four prompts for one image. The bot fetches the image (from `link`, or an
+    attachment) and stores it before the job is queued: its digest goes in `image_inputs`, as
+    for an image prompt, and the engine reads it from storage."""
+    request = ImagineRequest(prompt="", image_urls=(link,) if link else ())
+    return Job(
+        id=new_job_id(),
+        kind=JobKind.DESCRIBE,
+        request=request,
+        model=CAPTIONER,
+        seed=random_seed() if seed is None else seed,
+        owner=owner,
+    )
+
+
 def reroll_job(job: Job, *, owner: str, request: ImagineRequest | None = None) -> Job:
-    """🔄: the same prompt (or an edited one, in remix mode) with new seeds."""
+    """🔄: the same prompt (or an edited one, in remix mode) with new seeds; of a describe job,
+    the same image described again."""
     req = replace(request or job.request, seed=None)
     return replace(job, id=new_job_id(), request=req, seed=random_seed(), owner=owner)
 
@@ -166,6 +186,9 @@ class JobResult:
     model: str
     steps: int  # steps actually run
     elapsed_s: float
+    # A describe job's four prompts (it makes no images: `images` is empty, `width`/`height` are
+    # the source image's). Kept in the bot's store, so its buttons work for as long as it is.
+    prompts: tuple[str, ...] = ()
 
 
 # Events, in the order a caller sees them:

@@ -124,7 +124,7 @@ def _load(preset: ModelPreset, config: EngineConfig, dtype: torch.dtype) -> Diff
         try:
             extra["vae"] = _load_vae(preset.vae, config, dtype)
         except Exception as exc:  # say that it is the VAE override that failed
-            raise RuntimeError(f"its VAE {preset.vae}: {describe_error(exc)}") from exc
+            raise RuntimeError(f"its VAE {preset.vae}: {error_gist(exc)}") from exc
     folder = _local_folder(preset, config)
     if folder is None:  # a hub id: download (or find in the cache) the snapshot first
         folder = _with_variant_fallback(
@@ -151,21 +151,21 @@ def _local_folder(preset: ModelPreset, config: EngineConfig) -> Path | None:
     if preset.is_builtin:
         return ensure_tiny(preset.source.removeprefix(BUILTIN_PREFIX), config.models_dir)
     path = Path(preset.source).expanduser()
-    if path.exists() or _looks_like_path(preset.source):
+    if path.exists() or looks_like_path(preset.source):
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"no diffusers model (model_index.json) in {path}")
         return path
     return None
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # A hub id is "org/name"; anything absolute, relative-looking or deeper is meant as a path.
     return source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or "\\" in source
 
 
 def _load_vae(source: str, config: EngineConfig, dtype: torch.dtype) -> AutoencoderKL:
     path = Path(source).expanduser()
-    if _looks_like_path(source) and not path.is_dir():
+    if looks_like_path(source) and not path.is_dir():
         raise FileNotFoundError(f"no such directory {path}")
     if not path.exists():
         # Fetched like the pipelines (a snapshot, then a local load): diffusers' own hub path for a
@@ -204,7 +204,7 @@ def _check_family(pipe: DiffusionPipeline, preset: ModelPreset) -> None:
 
 
 def _message(preset: ModelPreset, exc: BaseException) -> str:
-    if _out_of_memory(exc):  # the model does not fit: the network and the path are fine
+    if out_of_memory(exc):  # the model does not fit: the network and the path are fine
         return (
             f"model preset {preset.name!r} does not fit in the GPU's memory (out of memory while "
             "loading it). Lower [engine] max_loaded_models, use a smaller preset, or set "
@@ -212,13 +212,13 @@ def _message(preset: ModelPreset, exc: BaseException) -> str:
         )
     return (
         f"could not load model preset {preset.name!r} from {public_source(preset)}: "
-        f"{describe_error(exc)}. "
+        f"{error_gist(exc)}. "
         f"Check the network or the path in [models.{preset.name}], "
         "or try the tiny preset (--v tiny, or --model tiny locally)"
     )
 
 
-def _out_of_memory(exc: BaseException) -> bool:
+def out_of_memory(exc: BaseException) -> bool:
     """An out-of-memory anywhere in the chain of causes (diffusers wraps some load errors)."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -228,7 +228,7 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def describe_error(exc: BaseException, limit: int = 200) -> str:
+def error_gist(exc: BaseException, limit: int = 200) -> str:
     """The gist of an error: its first line, cut to its first sentence when long."""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if len(reason) > limit:

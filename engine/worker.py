@@ -13,14 +13,27 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.config import ConfigError, EngineConfig
-from engine.jobs import Cancelled, Done, Failed, Job, JobEvent, Loading, Progress, Started
+from engine.jobs import (
+    Cancelled,
+    Done,
+    Failed,
+    Job,
+    JobEvent,
+    JobKind,
+    JobResult,
+    Loading,
+    Progress,
+    Started,
+)
 
 if TYPE_CHECKING:  # torch and diffusers load in the engine process only, inside main()
-    from engine.generate import Generator
+    from engine.describe import Describer
+    from engine.generate import CancelFn, Generator, ProgressFn
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,7 @@ def main(config: EngineConfig, commands: Connection, events: Connection, log_lev
     import torch
     import transformers
 
+    from engine.describe import Describer
     from engine.generate import Generator
 
     diffusers.utils.logging.disable_progress_bar()  # our own progress events replace them
@@ -61,14 +75,20 @@ def main(config: EngineConfig, commands: Connection, events: Connection, log_lev
     if config.threads:
         torch.set_num_threads(config.threads)
 
-    serve(Generator(config), commands, events, config.model if config.preload else None)
+    preload = config.model if config.preload else None
+    serve(Generator(config), commands, events, preload, Describer(config))
 
 
 def serve(
-    generator: Generator, commands: Connection, events: Connection, preload: str | None
+    generator: Generator,
+    commands: Connection,
+    events: Connection,
+    preload: str | None,
+    describer: Describer | None = None,
 ) -> None:
     """Run jobs until the parent closes the command pipe, or until a CUDA fault leaves the
-    device unusable: then this process ends, and the parent starts a fresh one."""
+    device unusable: then this process ends, and the parent starts a fresh one. Describe jobs
+    go to `describer` (its captioner loads on the first one), the others to `generator`."""
     cancelled: set[str] = set()
     jobs: queue.Queue[Job | None] = queue.Queue()
     threading.Thread(target=_receive, args=(commands, jobs, cancelled), daemon=True).start()
@@ -80,7 +100,7 @@ def serve(
             logger.exception("could not preload model %s", preload)
         events.send(Preloaded())
     while (job := jobs.get()) is not None:
-        event, poisoned = _run(generator, job, cancelled, events.send)
+        event, poisoned = _run(generator, describer, job, cancelled, events.send)
         events.send(event)
         cancelled.discard(job.id)
         if poisoned:
@@ -126,8 +146,28 @@ def poisons_the_device(error: BaseException) -> bool:
     )
 
 
+Run = Callable[[Job, "ProgressFn", "CancelFn"], JobResult]
+
+
+def _work(
+    generator: Generator, describer: Describer | None, job: Job
+) -> tuple[bool, Callable[[], Any], Run]:
+    """What runs `job`: whether its model is loaded, how to load it, and the run itself."""
+    from engine.generate import GenerationError
+
+    if job.kind is JobKind.DESCRIBE:  # a captioning model, not a diffusion pipeline
+        if describer is None:
+            raise GenerationError("this engine cannot describe images")
+        return describer.loaded, describer.load, describer.run
+    return generator.is_loaded(job), partial(generator.load, job), generator.run
+
+
 def _run(
-    generator: Generator, job: Job, cancelled: set[str], send: Callable[[JobEvent], None]
+    generator: Generator,
+    describer: Describer | None,
+    job: Job,
+    cancelled: set[str],
+    send: Callable[[JobEvent], None],
 ) -> tuple[JobEvent, bool]:
     """The job's terminal event, and whether the process must end after it (a GPU fault)."""
     from engine.generate import GenerationError, JobCancelledError
@@ -140,20 +180,21 @@ def _run(
     try:
         if job.id in cancelled:
             raise JobCancelledError
-        if not generator.is_loaded(job):
+        loaded, load, run = _work(generator, describer, job)
+        if not loaded:
             send(Loading(job.id, job.model))
-        generator.load(job)  # load first: loading (even downloading) is not the job's time
+        load()  # load first: loading (even downloading) is not the job's time
         if job.id in cancelled:  # cancelled while its model loaded
             raise JobCancelledError
         send(Started(job.id))
-        result = generator.run(job, progress, lambda: job.id in cancelled)
+        result = run(job, progress, lambda: job.id in cancelled)
     except JobCancelledError:
         return Cancelled(job.id), False
     except StorageError as error:  # a full disk: nothing half-written is left behind
         logger.error("job %s: %s", job.id, error.strerror)
         return Failed(job.id, error.strerror or UNEXPECTED), False
     except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
-        # FileNotFoundError: a vary/upscale source that is no longer in storage
+        # FileNotFoundError: a vary/upscale source (or a described image) no longer in storage
         logger.warning("job %s failed: %s", job.id, error, exc_info=True)
         return Failed(job.id, hide_paths(str(error))), False
     except Exception as error:

@@ -58,7 +58,8 @@ def test_example_file_documents_every_key() -> None:
     keys = {
         "engine": [
             "model", "device", "dtype", "cache_dir", "preload", "preview_every", "job_timeout",
-            "load_timeout", "shutdown_grace", "upscaler", "threads", "max_loaded_models",
+            "load_timeout", "shutdown_grace", "upscaler", "captioner", "threads",
+            "max_loaded_models",
         ],
         "storage": ["path", "keep_days", "max_gb"],
         "models.dreamshaper": [
@@ -221,6 +222,8 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[models.niji]\nstyles = 'cute'\n", r"models\.niji\.styles must be dict"),
         ("[engine]\nmodle = 'sdxl'\n", r"unknown key engine\.modle"),
         ("[engine]\nshutdown_grace = -1\n", r"engine\.shutdown_grace must be 0 or more"),
+        ("[engine]\ncaptioner = ' '\n", r"engine\.captioner must name a captioning model"),
+        ("[engine]\ncaptioner = 'builtin:tiny'\n", r"the built-in captioner is builtin:tiny-capt"),
         ("[storage]\nkeep_days = -1\n", r"storage\.keep_days must be 0 \(no limit\) or more"),
         ("[storage]\nmax_gb = 'lots'\n", r"storage\.max_gb must be float"),
         ("[storage]\nkeepdays = 3\n", r"unknown key storage\.keepdays"),
@@ -229,6 +232,15 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text), env={})
+
+
+@pytest.mark.parametrize(
+    "source", ["builtin:tiny-captioner", "Salesforce/blip-image-captioning-base", "./blip"]
+)
+def test_the_captioner_is_a_hub_id_a_directory_or_the_tiny_one(tmp_path: Path, source: str) -> None:
+    text = f"[engine]\ncaptioner = '{source}'\n"
+    assert load_config(write(tmp_path, text), env={}).engine.captioner == source
+    assert parse_engine_config({}).captioner == "Salesforce/blip-image-captioning-large"
 
 
 def test_versions_map_midjourney_versions_to_presets(tmp_path: Path) -> None:
