@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.delivery import finished_state
+from bot.delivery import describing, finished_state
 from bot.interactions import attachment_limit, reply_private, user_is_admin
 from bot.presses import in_its_server
 from bot.store import FINISHED, UNFINISHED, JobStatus
@@ -70,7 +70,7 @@ class JobCommands(commands.Cog):
             stored.job,
             stored.result,
             attachment_limit(interaction),
-            self.bot.config.engine.inputs_dir,
+            describing(self.bot.config),
         )
         assert state.view is not None
         # A /describe shows its prompts even once its image is gone from storage.

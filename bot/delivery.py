@@ -20,7 +20,6 @@ import logging
 import sqlite3
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -28,6 +27,7 @@ import discord
 from bot import messages
 from bot.attachments import fit_image, preview_upload
 from bot.buttons import cancel_view, describe_view, grid_view, upscaled_view
+from bot.config import BotConfig, ModerationConfig
 from bot.editing import (
     EDIT_INTERVAL_S,
     FINAL_RETRY_DELAYS_S,
@@ -43,6 +43,7 @@ from bot.interactions import (
     attachment_limit,
 )
 from bot.limits import Admission, admit, queue_load
+from bot.moderation import banned_rule
 from bot.store import JobStatus, StoredJob
 from engine.jobs import (
     Cancelled,
@@ -107,9 +108,11 @@ class Deliveries:
         self._closed = False
         self._admitting = asyncio.Lock()  # limits checked and jobs queued as one step
 
-    def _inputs(self, job: Job) -> Path | None:
-        """Where a /describe's image is kept (the message shows it); None for other jobs."""
-        return self._bot.config.engine.inputs_dir if job.kind is JobKind.DESCRIBE else None
+    def _inputs(self, job: Job) -> Describing | None:
+        """What showing a /describe needs (the config); None for other jobs."""
+        if job.kind is not JobKind.DESCRIBE:
+            return None
+        return describing(self._bot.config)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         if self._closed:  # an interaction that was still being answered when the bot stopped
@@ -369,20 +372,43 @@ class Deliveries:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
+@dataclass(frozen=True)
+class Describing:
+    """What a /describe's message needs from the config: where its image is kept, and which
+    captions it must not show (they break the server's moderation rules)."""
+
+    inputs: InputStore
+    moderation: ModerationConfig
+
+    def hides(self, prompt: str) -> bool:
+        return banned_rule(self.moderation, prompt) is not None
+
+
+def describing(config: BotConfig) -> Describing:
+    return Describing(InputStore(config.engine.inputs_dir), config.moderation)
+
+
+def _nothing(prompt: str) -> bool:
+    return False
+
+
 async def finished_state(
-    job: Job, result: JobResult, size_limit: int, inputs: Path | None = None
+    job: Job, result: JobResult, size_limit: int, describe: Describing | None = None
 ) -> MessageState:
     """The finished message: the grid with U/V/🔄, an upscale with its 🪄 Vary buttons (as on
     Midjourney, an upscale is not upscaled again), or a /describe's four prompts with 1…4, 🔄
-    and Imagine all, under the image they describe (from `inputs`, while it is kept)."""
+    and Imagine all, under the image they describe (while it is kept)."""
     if job.kind is JobKind.DESCRIBE:
         digests = job.request.image_inputs
-        source = InputStore(inputs).path(digests[0]) if inputs and digests else None
+        source = describe.inputs.path(digests[0]) if describe and digests else None
         upload = None
         if source is not None and source.is_file():
             upload = await asyncio.to_thread(fit_image, source, size_limit, job.id)
         return MessageState(
-            messages.described(job, result), describe_view(job.id), upload=upload, final=True
+            messages.described(job, result, describe.hides if describe else _nothing),
+            describe_view(job.id),
+            upload=upload,
+            final=True,
         )
     if job.kind is JobKind.UPSCALE or result.grid is None:
         upload = await asyncio.to_thread(fit_image, result.images[0], size_limit, job.id)

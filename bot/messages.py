@@ -6,7 +6,7 @@ Pure functions over engine data; nothing here talks to Discord.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import discord
 
@@ -73,11 +73,18 @@ def describe_title(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
     return " ".join(["**Describe**", *(link for link in links if len(link) < limit)])
 
 
-def described(job: Job, result: JobResult) -> str:
+HIDDEN_PROMPT = "*(not shown: it breaks this server's rules)*"
+
+
+def described(job: Job, result: JobResult, hides: Callable[[str], bool]) -> str:
     """A finished /describe: the four prompts, numbered 1️⃣–4️⃣ as on Midjourney, one paragraph
-    each (escaped, so a caption cannot mention anyone or format the message)."""
+    each (escaped, so a caption cannot mention anyone or format the message); a prompt that
+    `hides` says breaks the moderation rules is not shown (its button refuses it too)."""
     lines = [headline(job)]
     for number, prompt in zip(NUMBERS, result.prompts, strict=False):
+        if hides(prompt):
+            lines += ["", f"{number} {HIDDEN_PROMPT}"]
+            continue
         shown = _escaped(prompt)
         if len(shown) > MAX_DESCRIBED_PROMPT:
             shown = shown[: MAX_DESCRIBED_PROMPT - 1].rstrip("\\") + "…"

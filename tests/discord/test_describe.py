@@ -18,6 +18,8 @@ from PIL import Image
 
 from bot.config import ImagesConfig, ModerationConfig, PermissionsConfig
 from bot.describe import NO_IMAGES, ONE_IMAGE
+from bot.messages import HIDDEN_PROMPT
+from bot.moderation import banned_rule
 from bot.store import JobStatus, Store, UserSettings
 from engine.jobs import JobKind
 from tests.discord.helpers import Harness, buttons, eventually, harness, image_of, job_id_of, rows
@@ -266,6 +268,15 @@ async def test_a_number_obeys_the_moderation_rules_in_force_when_pressed(
             "Please rephrase it."
         )
     assert [j.job.kind for j in h.bot.store.user_jobs(str(h.tester))] == [JobKind.DESCRIBE]
+
+    # Shown again (/show), a caption that breaks a rule is not shown in the public message.
+    shown = await h.command("show", {"job_id": job_id_of(message)})
+    posted = await h.new_message(lambda m: m.interaction_id == shown.id and not m.loading)
+    paragraphs = posted.content.split("\n\n")[1:]
+    assert paragraphs[0] == f"1️⃣ {HIDDEN_PROMPT}"
+    for paragraph, prompt in zip(paragraphs, prompts_of(h, message), strict=True):
+        banned = banned_rule(ModerationConfig(banned_words=(word,)), prompt) is not None
+        assert (HIDDEN_PROMPT in paragraph) == banned
 
 
 async def test_only_the_owner_may_press_when_buttons_are_the_owners(harness: Harness) -> None:
