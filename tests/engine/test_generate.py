@@ -255,14 +255,19 @@ def test_progress_sends_jpeg_previews(generator: Generator) -> None:
     assert image.format == "JPEG" and image.width <= 2 * 192
 
 
-def test_a_running_job_can_be_cancelled(generator: Generator) -> None:
+def test_a_running_job_can_be_cancelled_and_nothing_is_decoded(generator: Generator) -> None:
     recorder = Recorder(cancel_at=2)
     job = imagine_job(parse_prompt("a fox"), model="tiny")
+    vae = generator.model("tiny").pipe.vae
+    decodes: list[object] = []
+    original = vae.decode
+    vae.decode = lambda *a, **k: decodes.append(a) or original(*a, **k)  # type: ignore[method-assign]
 
     with pytest.raises(JobCancelledError):
         generator.run(job, recorder.progress, recorder.cancelled)
     assert max(s for s, _, _ in recorder.steps) < 8
     assert not generator.store.grid_path(job.id).exists()
+    assert decodes == []  # stopped at once: the VAE never ran for the discarded images
 
 
 @pytest.mark.parametrize("model", FAMILIES)
