@@ -38,7 +38,8 @@ def _timed(run: Callable[[], object], repeats: int) -> float:
 
 def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     quiet = Generator(replace(config, preview_every=0))
-    previews = Generator(replace(config, preview_every=2))
+    previews = Generator(replace(config, preview_every=2, preview_interval_s=0.0))
+    paced = Generator(config)  # previews as configured (by default at most one per 2 s)
     loaded = quiet.model(model)
 
     def job(flags: str = "", text: str = PROMPT, **changes: Any) -> Job:
@@ -53,6 +54,7 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     rows = [
         ("grid of 4 (one batch)", go(quiet, job())),
         ("grid of 4, previews every 2 steps", go(previews, job())),
+        ("grid of 4, previews as configured", go(paced, job())),
         ("grid of 4, --chaos 100 --weird 1000", go(quiet, job("--chaos 100 --weird 1000"))),
         (
             "grid of 4, multi-prompt (3 parts)",
@@ -67,7 +69,7 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
             go(quiet, upscale_job(source, 0, Strength.CREATIVE, owner="bench")),
         ),
     ]
-    previews._models[model] = loaded
+    previews._models[model] = paced._models[model] = loaded
     results = [(name, _timed(run, repeats)) for name, run in rows]
     base = results[0][1]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"

@@ -176,7 +176,8 @@ class EngineConfig:
     max_gb: float = 0.0  # the oldest images are deleted past this many GB in all (0: no limit)
     cache_dir: Path | None = None  # hub downloads and built-in models; None: storage/models
     preload: bool = True  # load the default preset when the engine process starts
-    preview_every: int = 4  # send a preview every N steps (0: never)
+    preview_every: int = 1  # a preview may come on every N-th step (0: never)…
+    preview_interval_s: float = 2.0  # …and at most once this often (the bot's edit interval)
     job_timeout_s: float = 900.0  # a job running longer is failed and the process restarted
     load_timeout_s: float = 1800.0  # loading a job's model (a download, even) may take this long
     # On SIGTERM the running job may finish for this long (Docker kills after 10 s by default)
@@ -379,6 +380,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "cache_dir",
             "preload",
             "preview_every",
+            "preview_interval",
             "job_timeout",
             "load_timeout",
             "shutdown_grace",
@@ -413,7 +415,8 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         max_gb=take(storage, "max_gb", float, 0.0, "storage"),
         cache_dir=path(cache_dir) if cache_dir else None,
         preload=take(engine, "preload", bool, True, "engine"),
-        preview_every=take(engine, "preview_every", int, 4, "engine"),
+        preview_every=take(engine, "preview_every", int, 1, "engine"),
+        preview_interval_s=take(engine, "preview_interval", float, 2.0, "engine"),
         job_timeout_s=take(engine, "job_timeout", float, 900.0, "engine"),
         load_timeout_s=take(engine, "load_timeout", float, 1800.0, "engine"),
         shutdown_grace_s=take(engine, "shutdown_grace", float, 8.0, "engine"),
@@ -432,6 +435,10 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         )
     if config.preview_every < 0:
         raise ConfigError(f"engine.preview_every must be 0 or more, got {config.preview_every}")
+    if config.preview_interval_s < 0:
+        raise ConfigError(
+            f"engine.preview_interval must be 0 or more seconds, got {config.preview_interval_s}"
+        )
     if config.max_loaded_models < 1:
         raise ConfigError(
             f"engine.max_loaded_models must be 1 or more, got {config.max_loaded_models}"

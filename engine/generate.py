@@ -116,8 +116,11 @@ class Generator:
         self,
         config: EngineConfig,
         loader: Callable[[ModelPreset, EngineConfig], Any] = load_pipeline,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config
+        self._clock = clock
+        self._last_preview = -math.inf  # when the last preview was decoded (a job's first: soon)
         self.store = ImageStore(config.images_dir)
         self.inputs = InputStore(config.inputs_dir)
         self._loader = loader
@@ -166,6 +169,7 @@ class Generator:
 
     def run(self, job: Job, progress: ProgressFn, cancelled: CancelFn) -> JobResult:
         started = time.monotonic()
+        self._last_preview = -math.inf
         model = self.load(job)
         limits = self.config.limits
         if job.kind is JobKind.IMAGINE:
@@ -273,7 +277,11 @@ class Generator:
         every = self.config.preview_every
         preview = None
         if every and (step % every == 0) and step < total:
-            preview = batch.model.preview.jpeg(latents)
+            # Decoded only when it can be shown: the bot edits a message at most this often.
+            now = self._clock()
+            if now - self._last_preview >= self.config.preview_interval_s:
+                preview = batch.model.preview.jpeg(latents)
+                self._last_preview = now
         batch.progress(step, total, preview)
 
     def _call(

@@ -42,6 +42,7 @@ def tiny_engine_config(storage: Path) -> EngineConfig:
         storage=storage,
         preload=True,
         preview_every=2,
+        preview_interval_s=0.0,  # every 2nd step, however fast: tests count previews
         job_timeout_s=120.0,
         presets=presets,
         captioner=TINY_CAPTIONER,  # never the hub's: nothing is downloaded in tests

@@ -37,6 +37,7 @@ def engine_config(request: pytest.FixtureRequest, tmp_path: Path, models_dir: Pa
         storage=tmp_path / "data",
         cache_dir=models_dir,
         preview_every=2,
+        preview_interval_s=0.0,  # every 2nd step, however fast: tests count previews
     )
 
 

@@ -935,3 +935,26 @@ def test_the_same_seed_and_image_give_the_same_grid(img2img_generator: Generator
 def test_an_image_prompt_gone_from_storage_fails_plainly(generator: Generator) -> None:
     with pytest.raises(FileNotFoundError, match="an image prompt of this job is no longer"):
         imagine_with(generator, "a red fox", image_inputs=("0" * 64,))
+
+
+def test_previews_come_at_most_once_per_preview_interval(engine_config: EngineConfig) -> None:
+    ticks = iter(range(1000))  # each step is half a second later on this clock
+    clock = lambda: next(ticks) * 0.5  # noqa: E731
+    paced = Generator(replace(engine_config, preview_every=1, preview_interval_s=1.0), clock=clock)
+    recorder = Recorder()
+    paced.run(
+        imagine_job(parse_prompt("a fox --steps 12"), model="tiny"),
+        recorder.progress,
+        recorder.cancelled,
+    )
+
+    shown = [step for step, _, preview in recorder.steps if preview is not None]
+    assert shown == [1, 3, 5, 7, 9, 11]  # the first at once, then one per second, none at the end
+    every = Generator(replace(engine_config, preview_every=1, preview_interval_s=0.0))
+    recorder = Recorder()
+    every.run(
+        imagine_job(parse_prompt("a fox --steps 12"), model="tiny"),
+        recorder.progress,
+        recorder.cancelled,
+    )
+    assert [s for s, _, p in recorder.steps if p is not None] == list(range(1, 12))
