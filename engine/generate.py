@@ -243,12 +243,14 @@ class Generator:
         attempts = [*dict.fromkeys(attempts), (1, True)]  # last: one at a time, VAE tiled
         vae = batch.model.pipe.vae
         plan = batch.plan
+        done: list[Image.Image] = []  # kept across the retries: only the rest is drawn again
         for chunk, vae_tiling in attempts:
             try:
                 if vae_tiling:
                     vae.enable_tiling()
                 with seamless(batch.model.pipe, batch.tile):
-                    return self._chunks(batch, chunk)
+                    self._chunks(batch, chunk, done)
+                    return done
             except torch.cuda.OutOfMemoryError:
                 pass  # free memory below: the traceback holds tensors until the block is left
             finally:
@@ -261,14 +263,14 @@ class Generator:
             "try a smaller --ar, --quality .5, or a smaller model"
         )
 
-    def _chunks(self, batch: Batch, chunk: int) -> list[Image.Image]:
+    def _chunks(self, batch: Batch, chunk: int, done: list[Image.Image]) -> None:
+        """Draw the images after those in `done`, `chunk` at a time, appending each chunk as it
+        finishes. (`done` holds a multiple of `chunk`: the sizes tried go 4, 2, 1.)"""
         steps = batch.plan.denoise_steps
         total = steps * math.ceil(len(batch.seeds) / chunk)
-        images: list[Image.Image] = []
-        for start in range(0, len(batch.seeds), chunk):
+        for start in range(len(done), len(batch.seeds), chunk):
             on_step = partial(self._on_step, batch, steps * (start // chunk), total)
-            images += self._call(batch.rows(slice(start, start + chunk)), on_step)
-        return images
+            done += self._call(batch.rows(slice(start, start + chunk)), on_step)
 
     def _on_step(
         self, batch: Batch, done_before: int, total: int, step_in_chunk: int, latents: torch.Tensor

@@ -405,6 +405,30 @@ def test_out_of_memory_retries_in_smaller_chunks_with_the_same_pixels(
     assert 8 in batches and 4 in batches and batches[-1] == 2
 
 
+def test_an_out_of_memory_retry_keeps_the_images_already_drawn(
+    generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = imagine(generator, "a red fox --seed 31")
+    unet = generator.model("tiny").pipe.unet
+    forward = unet.forward
+    batches: list[int] = []
+
+    def limited(sample: torch.Tensor, *args: object, **kwargs: object) -> object:
+        size = sample.shape[0]
+        if size > 4 or (size == 4 and batches.count(4) == 8):  # 4 at once never fits; and
+            raise torch.cuda.OutOfMemoryError("simulated")  # the 2nd pair fails at its start
+        batches.append(size)
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", limited)
+    retried = imagine(generator, "a red fox --seed 31")
+
+    # images 1-2 came from the pair that finished (8 steps at batch 4); only 3-4 ran again, alone
+    assert batches == [4] * 8 + [2] * 16
+    difference = np.abs(pixels(retried.grid) - pixels(expected.grid))
+    assert difference.max() <= 1 and difference.mean() < 0.01
+
+
 def test_out_of_memory_at_every_size_fails_with_a_clear_message(
     generator: Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
