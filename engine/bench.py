@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engine.client import EngineClient
-from engine.config import EngineConfig
+from engine.config import RANDOM_SDXL_PRESET, EngineConfig
 from engine.generate import Generator
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
 from engine.loader import load_pipeline
@@ -36,7 +36,14 @@ def _timed(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def with_bench_presets(config: EngineConfig) -> EngineConfig:
+    """`config` with sdxl-random too (unless the config names a preset so)."""
+    presets = {RANDOM_SDXL_PRESET.name: RANDOM_SDXL_PRESET, **config.presets}
+    return replace(config, presets=presets)
+
+
 def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
+    config = with_bench_presets(config)
     quiet = Generator(replace(config, preview_every=0))
     previews = Generator(replace(config, preview_every=2, preview_interval_s=0.0))
     paced = Generator(config)  # previews as configured (by default at most one per 2 s)
@@ -92,6 +99,7 @@ def run_overhead(
     """The engine's whole path (queue → engine process → previews → files) against direct
     diffusers calls on the same weights, in one run: one grid, and `jobs` grids back to back
     from several users. Medians of `repeats`; ratios > 1 are the engine's overhead."""
+    config = with_bench_presets(config)
     preset = replace(config.preset(model), base_resolution=size, steps=steps)
     config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
     pipe: Any = load_pipeline(preset, config)  # diffusers types its __call__ dynamically

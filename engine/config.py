@@ -14,6 +14,7 @@ from engine.prompt.request import NAMED_STYLES, SAMPLERS, normalize_version
 
 FAMILIES = ("sd", "sdxl")
 BUILTIN_PREFIX = "builtin:"
+RANDOM_SDXL = "builtin:sdxl-random"  # SDXL's architecture, random weights: GPU timing offline
 DEVICES = ("auto", "cuda", "cpu", "mps")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 # /describe's captioning model: a hub id (BLIP large: about 1.9 GB of weights, 470 M parameters),
@@ -80,6 +81,18 @@ FAMILY_ADAPTERS: dict[str, IPAdapterFiles] = {
 def _tiny_adapter(kind: str) -> IPAdapterFiles:
     return IPAdapterFiles(f"{BUILTIN_PREFIX}{kind}", "ip-adapter.safetensors", "image_encoder")
 
+
+# For `imagine-bot bench --model sdxl-random` (and `[models.NAME] source = "builtin:sdxl-random"`):
+# not offered to users, since it draws noise.
+RANDOM_SDXL_PRESET = ModelPreset(
+    name="sdxl-random",
+    source=RANDOM_SDXL,
+    family="sdxl",
+    base_resolution=1024,
+    steps=30,
+    guidance=6.0,
+    sampler="euler",  # diffusers' own default for SDXL: the same work as stock diffusers
+)
 
 # The presets every install has; [models.NAME] tables add to them or override them by name.
 DEFAULT_PRESETS: dict[str, ModelPreset] = {

@@ -24,7 +24,8 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import
 )
 from huggingface_hub import snapshot_download
 
-from engine.config import BUILTIN_PREFIX, EngineConfig, ModelPreset
+from engine.config import BUILTIN_PREFIX, RANDOM_SDXL, EngineConfig, ModelPreset
+from engine.random_sdxl import build_random_sdxl
 from engine.tiny import ensure_tiny
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,13 @@ def load_pipeline(preset: ModelPreset, config: EngineConfig) -> DiffusionPipelin
     try:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        pipe = _load(preset, config, dtype)
-        _check_family(pipe, preset)
-        pipe = pipe.to(device)
+        pipe: DiffusionPipeline
+        if preset.source == RANDOM_SDXL:  # built in memory on the device, nothing on disk
+            pipe = build_random_sdxl(device, dtype)
+        else:
+            pipe = _load(preset, config, dtype)
+            _check_family(pipe, preset)
+            pipe = pipe.to(device)
     except Exception as exc:
         # Loading fails in many ways: files missing or unreachable (OSError: the hub's errors,
         # offline mode), bad or mismatched files (ValueError, RuntimeError from torch), network

@@ -10,6 +10,8 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+from engine.config import DEFAULT_PRESETS
+from engine.random_sdxl import build_random_sdxl
 from engine.tiny import KINDS, build_tiny, ensure_tiny
 
 CLASSES = {"tiny": StableDiffusionPipeline, "tiny-xl": StableDiffusionXLPipeline}
@@ -128,3 +130,23 @@ def test_ensure_tiny_replaces_an_incomplete_folder(tmp_path: Path) -> None:
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tiny-xl"):
         build_tiny("huge", tmp_path)
+
+
+def test_sdxl_random_has_sdxls_full_architecture() -> None:
+    # Built on the meta device: shapes only, no memory, in seconds.
+    pipe = build_random_sdxl("meta", torch.float16)
+
+    def millions(model: torch.nn.Module) -> int:
+        return round(sum(p.numel() for p in model.parameters()) / 1e6)
+
+    # stabilityai/stable-diffusion-xl-base-1.0's parameter counts
+    assert millions(pipe.unet) == 2567
+    assert (millions(pipe.text_encoder), millions(pipe.text_encoder_2)) == (123, 695)
+    assert millions(pipe.vae) == 84
+    with torch.device("meta"):
+        latents = torch.zeros(2, 4, 128, 128, dtype=torch.float16)
+        conds = {"text_embeds": torch.zeros(2, 1280), "time_ids": torch.zeros(2, 6)}
+        text = torch.zeros(2, 77, 2048, dtype=torch.float16)
+        out = pipe.unet(latents, 10, encoder_hidden_states=text, added_cond_kwargs=conds)
+    assert out.sample.shape == (2, 4, 128, 128)
+    assert "sdxl-random" not in DEFAULT_PRESETS  # noise: never offered to users
