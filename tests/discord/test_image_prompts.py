@@ -32,12 +32,19 @@ def picture(color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
     return out.getvalue()
 
 
+SERVED: list[str] = []  # the paths the test's image server answered (cleared for each test)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def image_server() -> AsyncIterator[str]:
+    SERVED.clear()
+
     async def image(request: web.Request) -> web.Response:
+        SERVED.append(request.path)
         return web.Response(body=picture(), content_type="image/png")
 
     async def red(request: web.Request) -> web.Response:
+        SERVED.append(request.path)
         return web.Response(body=picture((200, 10, 10)), content_type="image/png")
 
     app = web.Application()
@@ -169,6 +176,7 @@ async def test_a_remix_keeps_the_image_prompt_of_its_job(
     url = await start_with_lan_images(h, image_server)
     grid = await h.grid(f"{url} a green field --sref {url} --seed 8")
     before = h.stored(grid).job.request
+    assert SERVED == ["/green.png"]  # fetched once for both of its uses
     h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
 
     remixed = f"{url} a green field at dawn --sref {url}"
@@ -179,6 +187,7 @@ async def test_a_remix_keeps_the_image_prompt_of_its_job(
     after = h.stored(again).job.request
     assert (after.image_inputs, after.style_inputs) == (before.image_inputs, before.style_inputs)
     assert after.prompt == "a green field at dawn"
+    assert SERVED == ["/green.png"]  # the remix kept the links: nothing was fetched again
 
 
 async def test_permutations_with_an_image_ask_privately_then_all_use_it(h: Harness) -> None:
