@@ -56,11 +56,22 @@ async def test_three_images_blend_into_a_landscape_grid(h: Harness) -> None:
     assert h.stored(again).job.request.image_inputs == request.image_inputs
 
 
-async def test_two_images_blend_square_by_default(h: Harness) -> None:
-    interaction = await h.command("blend", {"image1": png((200, 0, 0)), "image2": png((0, 0, 200))})
+@pytest.mark.parametrize(
+    ("dimensions", "aspect"), [(None, (1, 1)), ("Portrait", (2, 3)), ("Square", (1, 1))]
+)
+async def test_two_images_blend_in_each_shape(
+    h: Harness, dimensions: str | None, aspect: tuple[int, int]
+) -> None:
+    options = {"image1": png((200, 0, 0)), "image2": png((0, 0, 200))}
+    if dimensions is not None:
+        options["dimensions"] = dimensions  # type: ignore[assignment]
+    interaction = await h.command("blend", options)
     finished = await h.finished((await h.job_message(interaction)).id)
-    request = h.stored(finished).job.request
-    assert request.aspect == (1, 1) and len(request.image_inputs) == 2
+    stored = h.stored(finished)
+    assert stored.job.request.aspect == aspect and len(stored.job.request.image_inputs) == 2
+    assert stored.result is not None
+    width, height = stored.result.width, stored.result.height
+    assert (width > height, width == height) == (aspect[0] > aspect[1], aspect[0] == aspect[1])
 
 
 async def test_an_attachment_that_is_not_an_image_is_refused_naming_it(h: Harness) -> None:
