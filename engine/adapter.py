@@ -55,10 +55,6 @@ class References:
     embeds: tuple[torch.Tensor, ...]
     scales: tuple[Scale, ...]
 
-    @property
-    def used(self) -> bool:
-        return any(scale != 0 for scale in self.scales)
-
     def apply(self, pipe: Any, count: int, guidance: bool) -> dict[str, Any]:
         """Set the slots' scales on `pipe`'s UNet; the pipeline call's argument for `count`
         images (with classifier-free guidance: a zero embedding for the negative half)."""
@@ -73,7 +69,7 @@ class References:
 
 
 def uses_references(request: ImagineRequest) -> bool:
-    return bool(request.image_inputs or request.style_inputs or request.object_inputs)
+    return bool(request.stored_images)
 
 
 def reference_scale(weight: float) -> float:
