@@ -35,7 +35,7 @@ def prune_once(config: EngineConfig, store: Store) -> list[str]:
     )
     if removed:
         logger.info("retention: deleted the images of %d job(s)", len(removed))
-    in_use = {digest for stored in unfinished for digest in stored.job.request.stored_images}
+    in_use = {digest for stored in unfinished for digest in stored.job.stored_images}
     inputs = prune_inputs(config.inputs_dir, keep_days=config.keep_days, protect=in_use)
     if inputs:
         logger.info(

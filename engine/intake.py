@@ -104,11 +104,13 @@ def read_prompt(
     permutations: bool = True,
     find_profile: ProfileLookup | None = None,
     model_override: str | None = None,
+    zoom: bool = False,
 ) -> Reading:
     """Parse an expanded prompt (see `expand_prompt`) into requests and their presets.
 
     `permutations=False` refuses `{…}` sets (a remix box edits one job). `model_override` (the
-    local command's --model) wins over --v. PromptError for a bad prompt.
+    local command's --model) wins over --v. `zoom`: the prompt is Custom Zoom's, where --zoom
+    counts (elsewhere it is dropped with a note). PromptError for a bad prompt.
     """
     prefs = prefs or Preferences()
     names = config.presets.keys()
@@ -119,7 +121,18 @@ def read_prompt(
     )
     if prefs.stylize is not None and not _STYLIZE_FLAG.search(text):
         requests = tuple(dataclasses.replace(r, stylize=prefs.stylize) for r in requests)
+    if not zoom:
+        requests = tuple(_without_zoom(r) for r in requests)
     return Reading(tuple(_prompt(r, config, prefs, find_profile, model_override) for r in requests))
+
+
+ZOOM_ELSEWHERE = "`--zoom` works in Custom Zoom (under an upscaled image); it was ignored"
+
+
+def _without_zoom(request: ImagineRequest) -> ImagineRequest:
+    if request.zoom is None:
+        return request
+    return dataclasses.replace(request, zoom=None, notes=(*request.notes, ZOOM_ELSEWHERE))
 
 
 def prompt_jobs(reading: Reading, owner: str, limit: int) -> list[Job]:

@@ -23,6 +23,7 @@ class JobKind(StrEnum):
     VARY = "vary"
     UPSCALE = "upscale"
     DESCRIBE = "describe"  # an image → four prompts (/describe); no images are made
+    EDIT = "edit"  # Zoom Out, Pan, Make Square, Vary (Region): `Job.edit` says which
 
 
 class Strength(StrEnum):
@@ -38,7 +39,52 @@ ALLOWED_STRENGTHS: dict[JobKind, frozenset[Strength | None]] = {
     JobKind.VARY: frozenset({Strength.SUBTLE, Strength.STRONG}),
     JobKind.UPSCALE: frozenset({Strength.SUBTLE, Strength.CREATIVE}),
     JobKind.DESCRIBE: frozenset({None}),
+    JobKind.EDIT: frozenset({None}),
 }
+
+
+class Tool(StrEnum):
+    """Midjourney's tools on one image: each makes a new grid, the source's pixels kept."""
+
+    ZOOM = "zoom"  # Zoom Out 2x / 1.5x / Custom Zoom: the image shrunk inside a larger canvas
+    PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️: the canvas grows by half the image on one side
+    SQUARE = "square"  # Make Square: a non-square image outpainted to a square
+    REGION = "region"  # Vary (Region): a masked area redrawn
+
+
+class Direction(StrEnum):
+    LEFT = "left"
+    RIGHT = "right"
+    UP = "up"
+    DOWN = "down"
+
+
+ZOOM_MIN, ZOOM_MAX = 1.0, 2.0  # --zoom's range (Custom Zoom), as on Midjourney
+
+
+@dataclass(frozen=True)
+class Edit:
+    """What an edit job does to its source image (`Job.source`).
+
+    ZOOM: the canvas is `zoom` × the image per side (ZOOM_MIN…ZOOM_MAX), shaped `aspect` (W, H;
+    None: the source's shape); zoom 1 with another aspect only extends the canvas to that shape.
+    PAN: `direction`. SQUARE: nothing more. REGION: `mask`, the sha256 of a mask PNG in the
+    input store (the source's size; white = redraw), like an image prompt's digest.
+    """
+
+    tool: Tool
+    zoom: float = 1.0
+    aspect: tuple[int, int] | None = None
+    direction: Direction | None = None
+    mask: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tool is Tool.ZOOM and not ZOOM_MIN <= self.zoom <= ZOOM_MAX:
+            raise ValueError(f"zoom must be from {ZOOM_MIN} to {ZOOM_MAX}, got {self.zoom}")
+        if (self.tool is Tool.PAN) != (self.direction is not None):
+            raise ValueError("a pan, and only a pan, has a direction")
+        if (self.tool is Tool.REGION) != (self.mask is not None):
+            raise ValueError("a region edit, and only one, has a mask")
 
 
 @dataclass(frozen=True)
@@ -68,13 +114,14 @@ class Job:
     model: str  # a preset name, resolved by the caller
     seed: int
     owner: str = ""  # who the fair queue counts this job against (a Discord user id, "local", …)
-    source: ImageRef | None = None  # the image a vary / upscale job starts from
+    source: ImageRef | None = None  # the image a vary / upscale / edit job starts from
     strength: Strength | None = None
+    edit: Edit | None = None  # what an edit job does (and only an edit job has one)
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= SEED_MAX:
             raise ValueError(f"seed must be from 0 to {SEED_MAX}, got {self.seed}")
-        needs_source = self.kind in (JobKind.VARY, JobKind.UPSCALE)
+        needs_source = self.kind in (JobKind.VARY, JobKind.UPSCALE, JobKind.EDIT)
         if needs_source != (self.source is not None):
             raise ValueError(
                 f"a {self.kind.value} job {'needs' if needs_source else 'takes no'} source"
@@ -84,6 +131,15 @@ class Job:
             raise ValueError(
                 f"a {self.kind.value} job takes strength {allowed}, got {self.strength}"
             )
+
+        if (self.kind is JobKind.EDIT) != (self.edit is not None):
+            raise ValueError("an edit job, and only an edit job, has an edit")
+
+    @property
+    def stored_images(self) -> tuple[str, ...]:
+        """The digests of every image the job reads from the input store (a region's mask too)."""
+        mask = () if self.edit is None or self.edit.mask is None else (self.edit.mask,)
+        return (*self.request.stored_images, *mask)
 
     @property
     def image_count(self) -> int:
@@ -172,6 +228,28 @@ def upscale_job(job: Job, index: int, strength: Strength, *, owner: str) -> Job:
         owner=owner,
         source=ImageRef(job.id, index),
         strength=strength,
+    )
+
+
+def edit_job(
+    job: Job,
+    index: int,
+    edit: Edit,
+    *,
+    owner: str,
+    request: ImagineRequest | None = None,
+) -> Job:
+    """Zoom Out, Pan, Make Square, Vary (Region) of image `index` of `job`: a new grid from its
+    prompt (or an edited one), with new seeds."""
+    return Job(
+        id=new_job_id(),
+        kind=JobKind.EDIT,
+        request=replace(request or job.request, seed=None),
+        model=job.model,
+        seed=random_seed(),
+        owner=owner,
+        source=ImageRef(job.id, index),
+        edit=edit,
     )
 
 

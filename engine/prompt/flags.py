@@ -258,6 +258,7 @@ FLAGS: dict[str, Flag] = {
     "exp": _whole("experimental", 0, 100),
     "draft": _switch("draft", True),
     "hd": _switch("hd", True),
+    "zoom": _number("zoom", 1, 2),
     "p": _PERSONALIZE,
     "personalize": _PERSONALIZE,
     "profile": _PERSONALIZE,

@@ -110,6 +110,7 @@ class ImagineRequest:
     experimental: int = 0  # --exp 0–100
     draft: bool = False  # --draft
     hd: bool = False  # --hd
+    zoom: float | None = None  # --zoom 1–2: Custom Zoom's factor (ignored, with a note, elsewhere)
     personalize: tuple[str, ...] | None = None  # --p codes; () is your own profile; None: no --p
     personal_styles: tuple[str, ...] = ()  # the profile texts --p stands for (filled at intake)
     # References (--sref, --oref / --cref) as written (URLs, each maybe with ::weight; --sref

@@ -23,7 +23,18 @@ from bot.store import (
     settings_from_json,
     settings_to_json,
 )
-from engine.jobs import ImageRef, Job, JobKind, JobResult, Strength, imagine_job, vary_job
+from engine.jobs import (
+    Direction,
+    Edit,
+    ImageRef,
+    Job,
+    JobKind,
+    JobResult,
+    Strength,
+    Tool,
+    imagine_job,
+    vary_job,
+)
 from engine.prompt.request import ImagineRequest, PromptPart
 
 # Every field differs from its default, so a field the serializer forgets fails the round trip.
@@ -53,6 +64,7 @@ FULL_REQUEST = ImagineRequest(
     experimental=25,
     draft=True,
     hd=True,
+    zoom=1.5,
     personalize=("abc1234",),
     personal_styles=("muted film colours",),
     style_refs=("https://example.com/s.png::2", "123"),
@@ -129,6 +141,11 @@ def test_request_with_defaults_round_trips() -> None:
         FULL_JOB,
         imagine_job(ImagineRequest(prompt="cat"), model="sdxl", owner="1", seed=0),
         replace(FULL_JOB, kind=JobKind.UPSCALE, strength=Strength.CREATIVE),
+        replace(FULL_JOB, kind=JobKind.EDIT, strength=None, edit=Edit(Tool.ZOOM, 1.5, (16, 9))),
+        replace(
+            FULL_JOB, kind=JobKind.EDIT, strength=None, edit=Edit(Tool.PAN, direction=Direction.UP)
+        ),
+        replace(FULL_JOB, kind=JobKind.EDIT, strength=None, edit=Edit(Tool.REGION, mask="ab" * 32)),
     ],
 )
 def test_job_round_trip(job: Job) -> None:
@@ -136,6 +153,7 @@ def test_job_round_trip(job: Job) -> None:
     assert back == job
     assert back.request.raw == job.request.raw
     assert back.kind is job.kind and back.strength is job.strength
+    assert back.edit == job.edit and (job.edit is None or back.edit.tool is job.edit.tool)
 
 
 def test_result_round_trip() -> None:
