@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import discord
 
 from bot.interactions import GuardedItem
+from engine.jobs import Direction
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -31,10 +32,30 @@ class Op(StrEnum):
     UPSCALE_CREATIVE = "uc"  # Upscale (Creative)
     PROMPT = "p"  # 1…4 under /describe: /imagine that prompt
     IMAGINE_ALL = "a"  # Imagine all: the four prompts of a /describe
+    VARY_REGION = "vr"  # 🖌️ Vary (Region): mark an area to redraw
+    ZOOM_2X = "z2"  # 🔍 Zoom Out 2x
+    ZOOM_1_5X = "z1"  # 🔍 Zoom Out 1.5x
+    CUSTOM_ZOOM = "zc"  # 🔍 Custom Zoom: the prompt box, ending in --zoom 2
+    MAKE_SQUARE = "sq"  # ↔️ Make Square (non-square images only)
+    PAN_LEFT = "pl"  # ⬅️
+    PAN_RIGHT = "pr"  # ➡️
+    PAN_UP = "pu"  # ⬆️
+    PAN_DOWN = "pd"  # ⬇️
 
 
 DESCRIBE_OPS = frozenset({Op.PROMPT, Op.IMAGINE_ALL})  # 🔄 of a describe job describes again
-TEMPLATE = r"mj:(?P<op>u|v|r|x|vs|vt|us|uc|p|a):(?P<number>[0-4]):(?P<job>[0-9a-f]{32})"
+ZOOM_OPS = {Op.ZOOM_2X: 2.0, Op.ZOOM_1_5X: 1.5}
+PAN_OPS = {
+    Op.PAN_LEFT: Direction.LEFT,
+    Op.PAN_RIGHT: Direction.RIGHT,
+    Op.PAN_UP: Direction.UP,
+    Op.PAN_DOWN: Direction.DOWN,
+}
+TOOL_OPS = frozenset({Op.VARY_REGION, Op.CUSTOM_ZOOM, Op.MAKE_SQUARE, *ZOOM_OPS, *PAN_OPS})
+TEMPLATE = (
+    r"mj:(?P<op>u|v|r|x|vs|vt|us|uc|p|a|vr|z2|z1|zc|sq|pl|pr|pu|pd)"
+    r":(?P<number>[0-4]):(?P<job>[0-9a-f]{32})"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,15 @@ _LOOKS: dict[Op, tuple[str | None, str | None, discord.ButtonStyle]] = {
     Op.UPSCALE_CREATIVE: ("Upscale (Creative)", None, discord.ButtonStyle.secondary),
     Op.PROMPT: ("", None, discord.ButtonStyle.secondary),
     Op.IMAGINE_ALL: ("Imagine all", None, discord.ButtonStyle.secondary),
+    Op.VARY_REGION: ("Vary (Region)", "🖌️", discord.ButtonStyle.secondary),
+    Op.ZOOM_2X: ("Zoom Out 2x", "🔍", discord.ButtonStyle.secondary),
+    Op.ZOOM_1_5X: ("Zoom Out 1.5x", "🔍", discord.ButtonStyle.secondary),
+    Op.CUSTOM_ZOOM: ("Custom Zoom", "🔍", discord.ButtonStyle.secondary),
+    Op.MAKE_SQUARE: ("Make Square", "↔️", discord.ButtonStyle.secondary),
+    Op.PAN_LEFT: (None, "⬅️", discord.ButtonStyle.secondary),
+    Op.PAN_RIGHT: (None, "➡️", discord.ButtonStyle.secondary),
+    Op.PAN_UP: (None, "⬆️", discord.ButtonStyle.secondary),
+    Op.PAN_DOWN: (None, "⬇️", discord.ButtonStyle.secondary),
 }
 
 
@@ -112,20 +142,26 @@ def grid_view(job_id: str) -> discord.ui.View:
     return view
 
 
-def upscaled_view(job_id: str, number: int) -> discord.ui.View:
-    """Under an upscale: vary it (an upscale is not upscaled again, as on Midjourney)."""
-    view = discord.ui.View(timeout=None)
-    for op in (Op.VARY_SUBTLE, Op.VARY_STRONG):
-        view.add_item(JobButton(Press(op, number, job_id)))
-    return view
+def _tool_rows(square: bool, upscale: bool) -> tuple[tuple[Op, ...], ...]:
+    """Midjourney's single-image buttons, in its order; an upscale is not upscaled again."""
+    zoom = (Op.ZOOM_2X, Op.ZOOM_1_5X, Op.CUSTOM_ZOOM, *(() if square else (Op.MAKE_SQUARE,)))
+    rows = (
+        (Op.VARY_SUBTLE, Op.VARY_STRONG, Op.VARY_REGION),
+        () if upscale else (Op.UPSCALE_SUBTLE, Op.UPSCALE_CREATIVE),
+        zoom,
+        tuple(PAN_OPS),
+    )
+    return tuple(row for row in rows if row)
 
 
-def single_view(job_id: str, number: int) -> discord.ui.View:
-    """Under one image of a grid (a U pick): vary it, or upscale it."""
+def single_view(
+    job_id: str, number: int, size: tuple[int, int], upscale: bool = False
+) -> discord.ui.View:
+    """Under one image (a U pick, or an upscale): vary it (also a region), upscale it (not an
+    upscale), zoom out, make it square (when it is not), pan it."""
     view = discord.ui.View(timeout=None)
-    for row, ops in enumerate(
-        ((Op.VARY_SUBTLE, Op.VARY_STRONG), (Op.UPSCALE_SUBTLE, Op.UPSCALE_CREATIVE))
-    ):
+    width, height = size
+    for row, ops in enumerate(_tool_rows(width == height, upscale)):
         for op in ops:
             view.add_item(JobButton(Press(op, number, job_id), row=row))
     return view

@@ -26,7 +26,7 @@ import discord
 
 from bot import messages
 from bot.attachments import fit_image, preview_upload
-from bot.buttons import cancel_view, describe_view, grid_view, upscaled_view
+from bot.buttons import cancel_view, describe_view, grid_view, single_view
 from bot.config import BotConfig, ModerationConfig
 from bot.editing import (
     EDIT_INTERVAL_S,
@@ -157,13 +157,19 @@ class Deliveries:
     ) -> tuple[Admission, list[Submitted]]:
         """Check the limits and queue all of `jobs`, or none: two quick presses cannot both
         pass the check before either job is queued."""
+        return await self._submit(
+            str(interaction.user.id), interaction.channel_id, interaction.guild_id, jobs
+        )
+
+    async def _submit(
+        self, owner: str, channel_id: int | None, guild_id: int | None, jobs: Sequence[Job]
+    ) -> tuple[Admission, list[Submitted]]:
         bot = self._bot
         if bot.closing:
             return Admission(False, messages.RESTARTING), []
         down = bot.engine.unavailable()
         if down is not None:  # no job is accepted into a void
             return Admission(False, down), []
-        owner = str(interaction.user.id)
         async with self._admitting:
             admission = admit(bot.config.limits, queue_load(bot.engine, owner), len(jobs))
             if not admission.allowed:
@@ -171,9 +177,7 @@ class Deliveries:
             submitted: list[Submitted] = []
             for job in jobs:
                 try:
-                    bot.store.add_job(
-                        job, channel_id=interaction.channel_id, guild_id=interaction.guild_id
-                    )
+                    bot.store.add_job(job, channel_id=channel_id, guild_id=guild_id)
                 except sqlite3.OperationalError as error:  # "database or disk is full"
                     if "full" not in str(error):
                         raise
@@ -186,6 +190,23 @@ class Deliveries:
                     return Admission(False, messages.DISK_FULL), []
                 submitted.append(Submitted(job, await bot.engine.submit(job)))
         return admission, submitted
+
+    async def launch_in_channel(self, job: Job, channel_id: int, guild_id: int | None) -> Admission:
+        """Queue `job` (its owner's limits apply) and post its message in `channel_id` with the
+        bot's token: for a job that comes from outside an interaction (the region editor's
+        page). The admission says whether it was queued, and if not why."""
+        admission, submitted = await self._submit(job.owner, channel_id, guild_id, [job])
+        for each in submitted:
+            target = MessageTarget(
+                self._bot, each.job, channel_id, None, None, DEFAULT_ATTACHMENT_LIMIT
+            )
+            first = messages.waiting(job, self._bot.engine.position(job.id) or 1)
+            editor_state = MessageState(first, cancel_view(job.id))
+            self._spawn(
+                self._follow(each.job, each.handle, target, "", editor_state),
+                f"deliver-{job.id}",
+            )
+        return admission
 
     async def post(self, interaction: discord.Interaction, submitted: Submitted) -> None:
         """Post a queued job's message; a background task follows the job from there. When the
@@ -224,8 +245,20 @@ class Deliveries:
     def _editor(self, target: MessageTarget, job: Job) -> LatestOnly:
         return LatestOnly(target.show, self.edit_interval_s, f"job {job.id}", self.retry_delays_s)
 
-    async def _follow(self, job: Job, handle: JobHandle, target: MessageTarget, shown: str) -> None:
+    async def _follow(
+        self,
+        job: Job,
+        handle: JobHandle,
+        target: MessageTarget,
+        shown: str,
+        first: MessageState | None = None,
+    ) -> None:
+        """Follow `job`'s events onto its message; `first`: a state to show before any (the
+        job's message when it has none yet)."""
         editor = self._editor(target, job)
+        if first is not None:
+            editor.put(first)
+            shown = first.content
         editor_task = asyncio.create_task(editor.run(), name=f"edit-{job.id}")
         last: JobEvent | None = None
         try:
@@ -395,7 +428,7 @@ def _nothing(prompt: str) -> bool:
 async def finished_state(
     job: Job, result: JobResult, size_limit: int, describe: Describing | None = None
 ) -> MessageState:
-    """The finished message: the grid with U/V/🔄, an upscale with its 🪄 Vary buttons (as on
+    """The finished message: the grid with U/V/🔄, an upscale with the single-image tools (as on
     Midjourney, an upscale is not upscaled again), or a /describe's four prompts with 1…4, 🔄
     and Imagine all, under the image they describe (while it is kept)."""
     if job.kind is JobKind.DESCRIBE:
@@ -412,7 +445,7 @@ async def finished_state(
         )
     if job.kind is JobKind.UPSCALE or result.grid is None:
         upload = await asyncio.to_thread(fit_image, result.images[0], size_limit, job.id)
-        view = upscaled_view(job.id, 1)
+        view = single_view(job.id, 1, (result.width, result.height), upscale=True)
     else:
         upload = await asyncio.to_thread(fit_image, result.grid, size_limit, job.id)
         view = grid_view(job.id)

@@ -12,7 +12,7 @@ import discord
 
 from bot.store import StoredJob
 from engine.config import EngineConfig
-from engine.jobs import Job, JobKind, JobResult, Strength
+from engine.jobs import Edit, Job, JobKind, JobResult, Strength, Tool
 from engine.prompt import PromptError
 
 # A message's content is capped at 2000 characters and a prompt may have 6000: the prompt shown
@@ -103,7 +103,19 @@ def headline(job: Job) -> str:
         return f"{shown_prompt(job)} - Variations ({strength_word(job.strength)}) by {who}"
     if job.kind is JobKind.UPSCALE:
         return f"{shown_prompt(job)} - Upscaled ({strength_word(job.strength)}) by {who}"
+    if job.edit is not None:
+        return f"{shown_prompt(job)} - {tool_title(job.edit)} by {who}"
     return f"{shown_prompt(job)} - {who}"
+
+
+def tool_title(edit: Edit) -> str:
+    """Midjourney's words for a tool's job: Zoom Out, Pan Left…, Make Square, Vary (Region)."""
+    if edit.tool is Tool.PAN:
+        assert edit.direction is not None
+        return f"Pan {edit.direction.value.title()}"
+    return {Tool.ZOOM: "Zoom Out", Tool.SQUARE: "Make Square", Tool.REGION: "Vary (Region)"}[
+        edit.tool
+    ]
 
 
 def waiting(job: Job, position: int) -> str:

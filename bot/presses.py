@@ -18,7 +18,7 @@ from PIL import Image
 
 from bot import messages
 from bot.attachments import fit_image
-from bot.buttons import DESCRIBE_OPS, Op, Press, single_view
+from bot.buttons import DESCRIBE_OPS, TOOL_OPS, Op, Press, single_view
 from bot.describe import press_described
 from bot.fetch import FetchError
 from bot.image_prompts import same_images, with_image_prompts
@@ -33,6 +33,7 @@ from bot.interactions import (
 from bot.moderation import banned_request
 from bot.prompts import Refused, read_user_prompt
 from bot.store import JobStatus, StoredJob
+from bot.tools import press_tool
 from engine.intake import Prompt
 from engine.jobs import Job, JobKind, Strength, reroll_job, upscale_job, vary_job
 
@@ -92,11 +93,13 @@ class Presses:
             await press_described(self.bot, interaction, stored, press)
             return
         if press.op is Op.REROLL:
-            await self._maybe_remix(interaction, job, lambda prompt: _reroll(job, presser, prompt))
+            await self.maybe_remix(interaction, job, lambda prompt: _reroll(job, presser, prompt))
             return
         if not await self._image_available(interaction, stored, press.index):
             return
-        if press.op is Op.PICK:
+        if press.op in TOOL_OPS:
+            await press_tool(self, interaction, stored, press)
+        elif press.op is Op.PICK:
             await self.pick(interaction, stored, press.index)
         elif press.op in _UPSCALE_STRENGTH:
             assert stored.result is not None
@@ -109,7 +112,7 @@ class Presses:
             variation = (
                 _VARY_STRENGTH.get(press.op) or self.bot.store.get_settings(presser).variation
             )
-            await self._maybe_remix(
+            await self.maybe_remix(
                 interaction,
                 job,
                 lambda prompt: vary_job(
@@ -152,13 +155,13 @@ class Presses:
         await interaction.followup.send(
             messages.single_image(stored.job, number, interaction.user.id, stored.result),
             file=upload.file(),
-            view=single_view(stored.job.id, number),
+            view=single_view(stored.job.id, number, (stored.result.width, stored.result.height)),
             allowed_mentions=discord.AllowedMentions(
                 everyone=False, roles=False, users=[interaction.user]
             ),
         )
 
-    async def _maybe_remix(
+    async def maybe_remix(
         self,
         interaction: discord.Interaction,
         job: Job,
@@ -217,37 +220,55 @@ def _reroll(job: Job, owner: str, prompt: Prompt | None) -> Job:
     return dataclasses.replace(new, model=prompt.model) if job.kind is JobKind.IMAGINE else new
 
 
-class RemixModal(LoggedModal, title="Remix prompt"):
-    def __init__(self, presses: Presses, job: Job, make: Callable[[Prompt | None], Job]) -> None:
-        super().__init__(timeout=900)
+class RemixModal(LoggedModal):
+    """The prompt box of remix mode (and of Custom Zoom): `make` turns the edited prompt into
+    the job, or raises Refused with the private answer."""
+
+    def __init__(
+        self,
+        presses: Presses,
+        job: Job,
+        make: Callable[[Prompt | None], Job],
+        *,
+        title: str = "Remix prompt",
+        default: str | None = None,
+        zoom: bool = False,
+    ) -> None:
+        super().__init__(title=title, timeout=900)
         self._presses = presses
         self._job = job
         self._make = make
+        self._zoom = zoom
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="New prompt",
             style=discord.TextStyle.paragraph,
-            default=job.request.raw or job.request.prompt,  # ≤ MAX_MODAL_TEXT: checked before
+            # ≤ MAX_MODAL_TEXT: checked before
+            default=default if default is not None else job.request.raw or job.request.prompt,
             max_length=MAX_MODAL_TEXT,
         )
         self.add_item(self.prompt)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         user_id = str(interaction.user.id)
+        bot = self._presses.bot
         try:  # the presser's options, stylize and profile apply, as for /imagine
             reading = read_user_prompt(
-                self._presses.bot, user_id, self.prompt.value, remix_of=self._job
+                bot, user_id, self.prompt.value, remix_of=self._job, zoom=self._zoom
+            )
+            (prompt,) = reading.prompts
+            request = same_images(prompt.request, self._job.request)
+            made = self._make(
+                prompt if request is None else dataclasses.replace(prompt, request=request)
             )
         except Refused as refusal:
             await reply_private(interaction, refusal.message)
             return
-        (prompt,) = reading.prompts
-        request = same_images(prompt.request, self._job.request)
         if request is not None:  # the same images: no fetch again
-            job = self._make(dataclasses.replace(prompt, request=request))
+            job = made
         else:  # new image links: fetched as for /imagine
             await interaction.response.defer(thinking=True)
             try:
-                (job,) = await with_image_prompts(self._presses.bot, [self._make(prompt)], None)
+                (job,) = await with_image_prompts(bot, [made], None)
             except FetchError as error:
                 await answer_privately(interaction, str(error))
                 return

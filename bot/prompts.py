@@ -43,13 +43,19 @@ def preferences(store: Store, user_id: str) -> Preferences:
 
 
 def read_user_prompt(
-    bot: ImagineBot, user_id: str, prompt: str, *, remix_of: Job | None = None
+    bot: ImagineBot,
+    user_id: str,
+    prompt: str,
+    *,
+    remix_of: Job | None = None,
+    zoom: bool = False,
 ) -> Reading:
     """`prompt` as `user_id` sent it, checked by the moderation rules before and after its
     `{…}` sets expand ("{go}re" passes the first check as written).
 
     `remix_of`: the prompt is an edit of that job's (its box holds the whole prompt, suffix
     included, and one job: no permutations); without a --v it keeps that job's model.
+    `zoom`: the box is Custom Zoom's, where --zoom counts.
     """
     prefs = preferences(bot.store, user_id)
     if remix_of is not None:
@@ -67,6 +73,7 @@ def read_user_prompt(
             limit=bot.config.limits.max_jobs_per_prompt,
             permutations=remix_of is None,
             find_profile=bot.store.profile_style,
+            zoom=zoom,
         )
     except PromptError as error:
         raise Refused(messages.prompt_error(error)) from None

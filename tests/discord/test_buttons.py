@@ -45,9 +45,10 @@ async def test_u_posts_the_stored_image_alone_with_single_image_buttons(
     assert job.result is not None
     assert attachment.data == job.result.images[1].read_bytes()
     assert image_of(attachment.data).size == (128, 128)
-    assert buttons(posted) == [
+    assert buttons(posted)[:5] == [  # then the tools: tests/discord/test_tools.py
         ("Vary (Subtle)", "🪄", f"mj:vs:2:{job.job.id}"),
         ("Vary (Strong)", "🪄", f"mj:vt:2:{job.job.id}"),
+        ("Vary (Region)", "🖌️", f"mj:vr:2:{job.job.id}"),
         ("Upscale (Subtle)", None, f"mj:us:2:{job.job.id}"),
         ("Upscale (Creative)", None, f"mj:uc:2:{job.job.id}"),
     ]
@@ -121,7 +122,7 @@ async def test_vary_on_a_single_image(
 
 
 @pytest.mark.parametrize(("op", "strength"), [("us", Strength.SUBTLE), ("uc", Strength.CREATIVE)])
-async def test_upscale_doubles_the_image_and_offers_only_vary(
+async def test_upscale_doubles_the_image_and_keeps_the_tools_but_upscaling(
     h_grid: tuple[Harness, StoredMessage], op: str, strength: Strength
 ) -> None:
     h, grid = h_grid
@@ -138,7 +139,10 @@ async def test_upscale_doubles_the_image_and_offers_only_vary(
     assert finished.content.startswith(f"**a quiet harbor** - Upscaled ({word}) by <@{h.tester}>")
     assert image_of(finished.attachments[0].data).size == (256, 256)  # 2 × 128
     # As on Midjourney, an upscale is not upscaled again: each press would double its side.
-    assert [label for label, _, _ in buttons(finished)] == ["Vary (Subtle)", "Vary (Strong)"]
+    assert [label or emoji for label, emoji, _ in buttons(finished)] == [
+        "Vary (Subtle)", "Vary (Strong)", "Vary (Region)",
+        "Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom", "⬅️", "➡️", "⬆️", "⬇️",
+    ]  # fmt: skip
     assert finished.custom_ids[0] == f"mj:vs:1:{upscale.id}"
 
 
