@@ -260,6 +260,7 @@ async def test_a_link_expires_after_an_hour(served: Served) -> None:
         ("a text field", "must be sent as a file"),
         (None, "No mask"),
     ],
+    ids=["not-png", "truncated", "turned", "a-row-more", "all-black", "text-field", "missing"],
 )
 async def test_a_bad_mask_is_400_and_nothing_is_submitted(
     served: Served, mask: bytes | str | None, error: str
