@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +35,16 @@ __all__ = [
     "LimitsConfig",
     "ModerationConfig",
     "PermissionsConfig",
+    "WebConfig",
     "load_config",
     "require_token",
 ]
 
 TOKEN_ENV = "DISCORD_TOKEN"
 ENGINE_TABLES = ("engine", "storage", "models", "versions")  # parsed by engine.config
-BOT_TABLES = ("discord", "limits", "permissions", "moderation", "images")
+BOT_TABLES = ("discord", "limits", "permissions", "moderation", "images", "web")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")  # a [web].listen host that is not an IP
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,20 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The browser region editor of Vary (Region) (bot/web.py); off unless public_url is set."""
+
+    host: str = "127.0.0.1"  # [web].listen = "host:port": where the server binds
+    port: int = 8080
+    public_url: str = ""  # what users reach (a reverse proxy's address), without a trailing /
+    secret: str = field(default="", repr=False)  # signs links; "": one kept in the storage dir
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.public_url)
+
+
+@dataclass(frozen=True)
 class BotConfig:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -97,6 +116,7 @@ class BotConfig:
     permissions: PermissionsConfig = field(default_factory=PermissionsConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     path: Path | None = field(default=None, compare=False)  # the file it came from, for messages
 
     @property
@@ -118,6 +138,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> BotC
         permissions=_parse_permissions(_table(data, "permissions")),
         moderation=_parse_moderation(_table(data, "moderation")),
         images=_parse_images(_table(data, "images")),
+        web=_parse_web(_table(data, "web")),
         path=path,
     )
 
@@ -258,3 +279,51 @@ def _parse_images(table: Mapping[str, Any]) -> ImagesConfig:
     return ImagesConfig(
         allowed_networks=tuple(networks), max_mb=_count(table, "max_mb", 20, 1, where)
     )
+
+
+def _parse_web(table: Mapping[str, Any]) -> WebConfig:
+    where = "web"
+    check_keys(table, {"listen", "public_url", "secret"}, where)
+    host, port = _listen_address(take(table, "listen", str, "127.0.0.1:8080", where).strip())
+    return WebConfig(
+        host=host,
+        port=port,
+        public_url=_public_url(take(table, "public_url", str, "", where).strip()),
+        secret=take(table, "secret", str, "", where).strip(),
+    )
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """ "host:port" (an IPv6 host in brackets: "[::1]:8080") as (host, port)."""
+    problem = f"web.listen must be host:port such as 127.0.0.1:8080 or [::1]:8080, got {text!r}"
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ip(host, version=6):
+            raise ConfigError(problem)
+    elif not (_is_ip(host, version=4) or _HOSTNAME.fullmatch(host)):
+        raise ConfigError(problem)
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{problem} (a port from 1 to 65535)")
+    return host, int(port)
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
+def _public_url(text: str) -> str:
+    if not text:
+        return ""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"web.public_url must be an http:// or https:// address such as "
+            f"https://bot.example.com, got {text!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"web.public_url must have no ?query or #fragment, got {text!r}")
+    return text.rstrip("/")

@@ -213,6 +213,11 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         "UPDATE jobs SET delivered_at = updated_at WHERE status IN ('done', 'failed', 'cancelled')",
     ),
     (_relative_image_paths,),
+    (
+        # Nonces of the one-use links of the Vary (Region) editor (bot/region_tokens.py) that
+        # were used: a link stays used across restarts for as long as it is valid.
+        "CREATE TABLE used_tokens (nonce TEXT PRIMARY KEY, used_at REAL NOT NULL)",
+    ),
 )
 PROFILE_CODE_LENGTH = 7  # like Midjourney's codes: `--p 4x7kq2m`
 _CODE_ALPHABET = string.ascii_lowercase + string.digits
@@ -428,6 +433,26 @@ class Store:
 
     def delete_profile(self, user_id: str) -> bool:
         return self._write("DELETE FROM profiles WHERE user_id = ?", (user_id,)) > 0
+
+    # --- one-use links
+
+    def use_token(self, nonce: str) -> bool:
+        """Mark a link's nonce used: True the first time, False ever after."""
+        return (
+            self._write(
+                "INSERT INTO used_tokens (nonce, used_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (nonce, time.time()),
+            )
+            == 1
+        )
+
+    def token_used(self, nonce: str) -> bool:
+        return bool(self._read("SELECT 1 FROM used_tokens WHERE nonce = ?", (nonce,)))
+
+    def forget_tokens(self, used_before: float) -> int:
+        """Drop the nonces used before this time.time() (links that have expired by then need
+        no record); how many."""
+        return self._write("DELETE FROM used_tokens WHERE used_at < ?", (used_before,))
 
 
 def _stored_job(row: tuple[Any, ...], root: Path) -> StoredJob:

@@ -13,6 +13,7 @@ from bot.config import (
     LimitsConfig,
     ModerationConfig,
     PermissionsConfig,
+    WebConfig,
     load_config,
     require_token,
 )
@@ -47,6 +48,7 @@ def test_example_file_loads_with_default_values() -> None:
     assert config.permissions == PermissionsConfig()
     assert config.moderation == ModerationConfig()
     assert config.images == ImagesConfig()
+    assert config.web == WebConfig() and not config.web.enabled
     assert config.engine.model == "sdxl"
     defaults = parse_engine_config({}, EXAMPLE.parent)
     assert config.engine == defaults
@@ -71,6 +73,7 @@ def test_example_file_documents_every_key() -> None:
         "permissions": list(PermissionsConfig.__dataclass_fields__),
         "moderation": list(ModerationConfig.__dataclass_fields__),
         "images": list(ImagesConfig.__dataclass_fields__),
+        "web": ["listen", "public_url", "secret"],
     }  # fmt: skip
     for table, names in keys.items():
         section = text.split(f"[{table}]", 1)[1].split("\n[", 1)[0].split("\n# [", 1)[0]
@@ -227,6 +230,14 @@ def test_toml_syntax_error_names_path_and_line(tmp_path: Path) -> None:
         ("[storage]\nkeep_days = -1\n", r"storage\.keep_days must be 0 \(no limit\) or more"),
         ("[storage]\nmax_gb = 'lots'\n", r"storage\.max_gb must be float"),
         ("[storage]\nkeepdays = 3\n", r"unknown key storage\.keepdays"),
+        ("[web]\nlisten = 'localhost'\n", r"web\.listen must be host:port"),
+        ("[web]\nlisten = '127.0.0.1:0'\n", r"web\.listen .*\(a port from 1 to 65535\)"),
+        ("[web]\nlisten = '::1:80'\n", r"web\.listen must be host:port .*\[::1\]:8080"),
+        ("[web]\nlisten = 8080\n", r"web\.listen must be str"),
+        ("[web]\npublic_url = 'bot.example.com'\n", r"web\.public_url must be an http"),
+        ("[web]\npublic_url = 'ftp://bot.example.com'\n", r"web\.public_url must be an http"),
+        ("[web]\npublic_url = 'https://x/?a=1'\n", r"web\.public_url must have no \?query"),
+        ("[web]\npublicurl = 'https://x'\n", r"unknown key web\.publicurl"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -268,3 +279,29 @@ def test_config_is_frozen() -> None:
 def test_example_is_valid_toml() -> None:
     with EXAMPLE.open("rb") as f:
         assert set(tomllib.load(f)) >= {"discord", "engine", "storage", "limits", "permissions"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", WebConfig()),
+        ("[web]\nlisten = '0.0.0.0:9000'\n", WebConfig(host="0.0.0.0", port=9000)),
+        ("[web]\nlisten = '[::1]:80'\n", WebConfig(host="::1", port=80)),
+        (
+            "[web]\npublic_url = 'https://bot.example.com/'\nsecret = 's3'\n",
+            WebConfig(public_url="https://bot.example.com", secret="s3"),
+        ),
+        (
+            "[web]\npublic_url = 'http://example.com:8443/imagine'\n",
+            WebConfig(public_url="http://example.com:8443/imagine"),
+        ),
+    ],
+)
+def test_web_table(tmp_path: Path, text: str, expected: WebConfig) -> None:
+    web = load_config(write(tmp_path, text), env={}).web
+    assert web == expected
+    assert web.enabled == bool(expected.public_url)
+
+
+def test_web_secret_stays_out_of_repr() -> None:
+    assert "hunter2" not in repr(WebConfig(secret="hunter2"))

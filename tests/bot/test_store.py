@@ -1,5 +1,6 @@
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
@@ -426,3 +427,36 @@ def test_absolute_paths_of_an_older_database_are_migrated(tmp_path: Path) -> Non
     assert stored is not None and stored.result is not None
     assert stored.result.images == (tmp_path / "images" / job.id / "0.png",)
     assert stored.result.grid == tmp_path / "images" / job.id / "grid.png"
+
+
+def test_a_token_is_used_once_and_stays_used_after_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    with Store(path) as store:
+        assert not store.token_used("n1")
+        assert store.use_token("n1")
+        assert not store.use_token("n1")
+        assert store.token_used("n1") and not store.token_used("n2")
+    with Store(path) as store:
+        assert store.token_used("n1") and not store.use_token("n1")
+        assert store.use_token("n2")
+
+
+def test_a_token_is_used_once_across_threads(tmp_path: Path) -> None:
+    with Store(tmp_path / "bot.sqlite3") as store:
+        wins: list[bool] = []
+        threads = [
+            threading.Thread(target=lambda: wins.append(store.use_token("n"))) for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_old_used_tokens_are_forgotten(tmp_path: Path) -> None:
+    with Store(tmp_path / "bot.sqlite3") as store:
+        store.use_token("old")
+        assert store.forget_tokens(used_before=0.0) == 0
+        assert store.forget_tokens(used_before=time.time() + 1) == 1
+        assert not store.token_used("old")
