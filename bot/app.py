@@ -29,9 +29,12 @@ from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
 from bot.prefer import PreferCog
 from bot.presses import Presses
+from bot.region import RegionSubmissions
+from bot.region_tokens import load_secret
 from bot.retention import keep_pruning
 from bot.settings import SettingsButton, SettingsCog, SettingsSelect
 from bot.store import Store
+from bot.web import RegionEditor
 from engine.client import EngineClient
 from engine.jobs import Engine
 from engine.storage import StorageError, check_storage
@@ -89,6 +92,7 @@ class ImagineBot(commands.Bot):
         self._edit_interval_s = edit_interval_s
         self._retention: asyncio.Task[None] | None = None
         self.closing = False  # set first on close: new work is refused from then on
+        self.web: RegionEditor | None = None  # the Vary (Region) editor, when [web] has a URL
 
     async def setup_hook(self) -> None:
         self.store = Store(self.config.database)
@@ -105,10 +109,32 @@ class ImagineBot(commands.Bot):
         for cog in cogs:
             await self.add_cog(cog(self))
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)
+        await self._start_web()
         engine = self.config.engine
         if engine.keep_days or engine.max_gb:
             self._retention = asyncio.create_task(keep_pruning(self), name="retention")
         await self.sync_commands()
+
+    async def _start_web(self) -> None:
+        """The browser editor of Vary (Region), when `[web] public_url` is set."""
+        web = self.config.web
+        if not web.enabled:
+            return
+        submissions = RegionSubmissions(self)
+        editor = RegionEditor(
+            web,
+            self.store,
+            secret=load_secret(web.secret, self.config.engine.storage),
+            image_for=submissions.image_for,
+            prompt_for=submissions.prompt_for,
+            submit=submissions.submit,
+        )
+        try:
+            await editor.start()
+        except OSError:  # e.g. the port is taken: Vary (Region) falls back to the cells
+            logger.exception("the Vary (Region) editor cannot listen on %s:%s", web.host, web.port)
+            return
+        self.web = editor
 
     async def sync_commands(self) -> None:
         """To each configured guild (instant); globally when none is configured (slow to show,
@@ -138,6 +164,8 @@ class ImagineBot(commands.Bot):
         if self._retention is not None:
             self._retention.cancel()
         try:
+            if self.web is not None:  # no new region jobs; a request still running may end
+                await self.web.close()
             if self._owned_engine is not None:
                 await self._owned_engine.close(self.config.engine.shutdown_grace_s)
             if hasattr(self, "deliveries"):
