@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from engine.config import JobLimits, ModelPreset
 from engine.jobs import Job, JobKind, Strength
 from engine.prompt.request import ImagineRequest
-from engine.resolution import AREA_TOLERANCE, image_size, within_pixels
+from engine.resolution import AREA_TOLERANCE, fit_pixels, image_size, within_pixels
 
 # img2img strength: Fooocus' values for a Midjourney-like UI (field notes §4).
 STRENGTHS = {
@@ -26,9 +26,8 @@ STRENGTHS = {
 IMAGE_WEIGHT_STRENGTH = 0.25
 DRAFT_STEPS_FACTOR = 0.25  # --draft runs a quarter of the steps (with --quality, before the cap)
 EXP_GUIDANCE = 0.5  # --exp 100 raises the preset's guidance by half (6 → 9) unless --cfg is given
-HD_SCALE = 1.5  # --hd: the second pass draws at 1.5× the sides…
+HD_SCALE = 1.5  # --hd: the second pass draws at 1.5× the sides (up to the 8-px grid)…
 HD_STRENGTH = 0.45  # …redrawing 45% of the schedule over the Lanczos-enlarged first pass
-HD_STEP = 64  # the enlarged sides are rounded to multiples of this (as resolution.STEP)
 UPSCALE_FACTOR = 2  # an upscale doubles both sides (within [limits] max_pixels)
 
 
@@ -93,12 +92,13 @@ def planned_guidance(request: ImagineRequest, preset: ModelPreset) -> float:
 
 
 def hd_size(width: int, height: int) -> tuple[int, int]:
-    """The --hd size: both sides × HD_SCALE, rounded to multiples of HD_STEP."""
+    """The --hd size: at most HD_SCALE² × the pixels (÷ 1.15 of that at the least, but for
+    near-square shapes on tiny bases: see `fit_pixels`), the ratio kept within 2%.
 
-    def scale(side: int) -> int:
-        return max(HD_STEP, math.floor(side * HD_SCALE / HD_STEP + 0.5) * HD_STEP)
-
-    return scale(width), scale(height)
+    `fit_pixels`, not each side rounded on its own: 1.5 × a side that is an odd multiple of 8 is
+    4 px off the grid, up to 7% of a small side, and the first pass is fitted (cropped) to this.
+    """
+    return fit_pixels((width, height), round(width * height * HD_SCALE**2))
 
 
 def variation_size(

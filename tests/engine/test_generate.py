@@ -72,6 +72,32 @@ def test_grid_has_four_images_of_the_aspect_size(
 
 
 @pytest.mark.parametrize("model", FAMILIES)
+def test_the_unet_and_vae_take_sides_that_are_odd_multiples_of_8(
+    generator: Generator, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 16:9 is 168×96 on both tiny presets: a 21×12 latent, which the UNet's down-sampling does not
+    # halve evenly (diffusers then sizes its upsamplers to the skips); --hd draws 240×136, 30×17.
+    assert image_size((16, 9), generator.config.preset(model)) == (168, 96)
+    unet = generator.model(model).pipe.unet
+    forward = unet.forward
+    latents: set[tuple[int, int]] = set()
+
+    def spy(sample: torch.Tensor, *args: object, **kwargs: object) -> object:
+        latents.add((sample.shape[-1], sample.shape[-2]))
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", spy)
+    result = imagine_with(generator, "a lighthouse --ar 16:9 --steps 2 --seed 3", model, hd=True)
+
+    assert latents == {(21, 12), (30, 17)}
+    assert (result.width, result.height) == (240, 136)
+    assert [size_of(p) for p in result.images] == [(240, 136)] * 4
+    for path in result.images:
+        picture = pixels(path)
+        assert np.isfinite(picture).all() and picture.std() > 1  # a picture, not a flat fill
+
+
+@pytest.mark.parametrize("model", FAMILIES)
 def test_image_three_equals_the_first_image_of_its_seed(generator: Generator, model: str) -> None:
     grid = imagine(generator, "a red fox --seed 1000 --chaos 40", model)
     alone = imagine(generator, "a red fox --seed 1002 --chaos 40", model)
@@ -818,19 +844,19 @@ def test_a_variation_of_an_upscale_is_drawn_at_the_models_size(generator: Genera
     run(generator, source_job)
     upscale = upscale_job(source_job, 0, Strength.SUBTLE, owner="u")
     upscaled = run(generator, upscale)
-    assert (upscaled.width, upscaled.height) == (384, 256)
+    assert (upscaled.width, upscaled.height) == (336, 224)
 
     variation = run(generator, vary_job(upscale, 0, Strength.STRONG, owner="u"))
 
-    assert (variation.width, variation.height) == image_size((3, 2), TINY) == (192, 128)
+    assert (variation.width, variation.height) == image_size((3, 2), TINY) == (168, 112)
 
 
 def test_no_job_makes_an_image_past_max_pixels(engine_config: EngineConfig) -> None:
-    limits = JobLimits(max_pixels=50_000)
+    limits = JobLimits(max_pixels=32_000)
     generator = Generator(replace(engine_config, limits=limits))
     source_job = imagine_job(parse_prompt("a red fox --seed 5 --ar 3:2 --hd"), model="tiny")
     source = run(generator, source_job)
-    assert (source.width, source.height) == (256, 128)  # --hd's 320×192, shrunk to fit
+    assert (source.width, source.height) == (216, 144)  # --hd's 240×160, shrunk to fit, still 3:2
     upscale = upscale_job(source_job, 0, Strength.SUBTLE, owner="u")
     upscaled = run(generator, upscale)
     again = run(generator, upscale_job(upscale, 0, Strength.SUBTLE, owner="u"))  # a forged press
@@ -839,6 +865,7 @@ def test_no_job_makes_an_image_past_max_pixels(engine_config: EngineConfig) -> N
         assert result.width * result.height <= limits.max_pixels
         assert size_of(result.images[0]) == (result.width, result.height)
     assert upscaled.width > upscaled.height  # its shape kept
+    assert (upscaled.width, upscaled.height) == (216, 144)  # 3:2 exactly
 
 
 def test_variation_and_upscale_of_an_hd_image_start_from_its_size(generator: Generator) -> None:

@@ -113,9 +113,9 @@ def test_limits_of_the_server_cut_steps_and_pixels_and_say_so() -> None:
     reading = read_prompt("a cat --steps 50 --ar 2:1 --v sdxl", config, Preferences())
     assert reading.prompts[0].request.notes == (
         "at most 40 steps run here (--steps × --q): 40 ran",
-        "images here have at most 120,000 pixels: drawn at 448×192 instead of 1408×704",
+        "images here have at most 120,000 pixels: drawn at 480×240 instead of 1408×704",
     )
-    small = read_prompt("a cat --ar 2:1", config, Preferences())  # tiny: 192×96, within
+    small = read_prompt("a cat --ar 2:1", config, Preferences())  # tiny: 176×88, within
     assert small.prompts[0].request.notes == ()
 
 

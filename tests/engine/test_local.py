@@ -40,7 +40,7 @@ def test_local_writes_the_grid_and_four_images_and_is_reproducible(
         assert f"seed {seed}  {tmp_path / f'fox_{n}.png'}" in out
         assert read_metadata(tmp_path / f"fox_{n}.png")["seed"] == seed
     with Image.open(tmp_path / "fox.png") as grid, Image.open(tmp_path / "again.png") as again:
-        assert grid.size == (384, 256)
+        assert grid.size == (336, 224)  # 2 × 2 of the tiny preset's 3:2, 168×112
         assert np.array_equal(np.asarray(grid), np.asarray(again))
     assert (tmp_path / "data" / "images").is_dir()  # storage is relative to the config file
 
