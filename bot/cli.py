@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an image prompt file or URL (repeatable); --iw in the prompt sets its weight",
     )
+    tools = local.add_argument_group(
+        "editing an image", "--from IMAGE with exactly one tool; the prompt is the edit's prompt"
+    )
+    tools.add_argument("--from", dest="source", type=Path, help="the image (PNG/JPEG) to edit")
+    tools.add_argument(
+        "--zoom-out", metavar="FACTOR", help="Zoom Out by 1–2 (the prompt's --ar sets the shape)"
+    )
+    tools.add_argument("--pan", metavar="SIDE", help="Pan: left, right, up or down")
+    tools.add_argument("--make-square", action="store_true", help="Make Square")
+    tools.add_argument(
+        "--region", type=Path, metavar="MASK", help="Vary (Region): a mask PNG, white = redraw"
+    )
 
     bench = commands.add_parser("bench", help="time the engine's paths and print a table")
     bench.add_argument("--model", default="tiny", help="a model preset (default: tiny)")
@@ -80,8 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.pop(TOKEN_ENV, None)
     redact_logs(frozenset({config.discord.token}))
     if args.command == "local":
-        from engine.local import run_local
+        from engine.local import EXIT_USAGE, UsageError, local_edit, run_local
 
+        try:
+            edit = local_edit(args.source, args.zoom_out, args.pan, args.make_square, args.region)
+        except UsageError as error:
+            print(f"Usage: {error}", file=sys.stderr)
+            return EXIT_USAGE
         return asyncio.run(
             run_local(
                 config.engine,
@@ -90,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.model,
                 images=args.image,
                 fetch=_fetcher(config.images),
+                edit=edit,
             )
         )
     if args.command == "bench" and args.load:

@@ -56,6 +56,9 @@ class ModelPreset:
     # The IP-Adapter behind image prompts, --sref and --oref. None: image prompts run as
     # img2img from the first image, references are ignored.
     ip_adapter: IPAdapterFiles | None = None
+    # A dedicated inpainting model (9-channel UNet: a hub id or a local directory) for Zoom Out,
+    # Pan, Make Square and Vary (Region); None: the base model inpaints (engine.edit).
+    inpaint: str | None = None
 
     @property
     def is_builtin(self) -> bool:
@@ -268,7 +271,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
     fields = {
         "source", "family", "base_resolution", "steps", "guidance", "sampler",
         "revision", "variant", "vae", "preview", "style", "styles", "draft",
-        "ip_adapter", "ip_adapter_weights", "image_encoder",
+        "ip_adapter", "ip_adapter_weights", "image_encoder", "inpaint",
     }  # fmt: skip
     check_keys(table, fields, where)
     if base is None and "source" not in table:
@@ -303,6 +306,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
         styles=_styles(table, base.styles, where),
         draft=(opt("draft", base.draft) or "").lower() or None,
         ip_adapter=_ip_adapter(table, base.ip_adapter, where),
+        inpaint=opt("inpaint", base.inpaint),
     )
     if preset.base_resolution < 64 or preset.base_resolution % 64:
         raise ConfigError(

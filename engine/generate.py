@@ -1,5 +1,6 @@
 """Runs one job on a loaded pipeline: imagine (text → 4 images; with --hd, then a second img2img
-pass at 1.5× the size), vary (img2img → 4 images), upscale (2× resize, then tiled img2img). Used
+pass at 1.5× the size), vary (img2img → 4 images), upscale (2× resize, then tiled img2img), edit
+(inpainting a canvas: Zoom Out, Pan, Make Square, Vary (Region); engine.edit). Used
 inside the engine process (engine.worker) and, in tests, directly.
 
 Every image has its own CPU `torch.Generator` (seed, seed+1, …), so an image depends only on its
@@ -22,15 +23,20 @@ from functools import partial
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+)
 from PIL import Image, ImageOps
 
-from engine import adapter, conditioning
+from engine import adapter, conditioning, edit
+from engine.canvas import CanvasError
 from engine.config import EngineConfig, ModelPreset
 from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult
-from engine.loader import load_pipeline, model_revision, public_source
+from engine.loader import load_inpaint, load_pipeline, model_revision, public_source
 from engine.noise import initial_noise, stop_sigmas
 from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_size
 from engine.preview import PreviewDecoder, load_taesd
@@ -61,11 +67,13 @@ class LoadedModel:
     revision: str
     preview: PreviewDecoder
     adapter: adapter.Adapter | None = None  # loaded with the first job that has images
+    inpaint: Any = None  # the preset's dedicated inpainting pipeline, loaded with the first edit
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Images drawn together for one job: their seeds, start images (img2img) and conditioning."""
+    """Images drawn together for one job: their seeds, start images (img2img; with `masks`, the
+    canvases to inpaint) and conditioning."""
 
     model: LoadedModel
     plan: Plan
@@ -76,10 +84,14 @@ class Batch:
     tile: bool
     progress: ProgressFn
     cancelled: CancelFn
+    masks: Sequence[Image.Image] | None = None  # inpainting: white = redraw (with `inits`)
 
     def rows(self, rows: slice) -> Batch:
         inits = None if self.inits is None else self.inits[rows]
-        return replace(self, seeds=self.seeds[rows], inits=inits, cond=self.cond.select(rows))
+        masks = None if self.masks is None else self.masks[rows]
+        return replace(
+            self, seeds=self.seeds[rows], inits=inits, masks=masks, cond=self.cond.select(rows)
+        )
 
 
 def free_memory() -> None:
@@ -131,14 +143,24 @@ class Generator:
     def is_loaded(self, job: Job) -> bool:
         """Whether `job` can start without loading weights first (its model, its adapter)."""
         model = self._models.get(self.config.preset(job.model).name)
-        return model is not None and not self._needs_adapter(model, job)
+        if model is None:
+            return False
+        return not (self._needs_adapter(model, job) or self._needs_inpaint(model, job))
 
     def load(self, job: Job) -> LoadedModel:
-        """The job's model, and its adapter if the job has images for it, loaded."""
+        """The job's model, its adapter if the job has images for it, and its dedicated
+        inpainting model if it is an edit and the preset has one, loaded."""
         model = self.model(job.model)
         if self._needs_adapter(model, job):
             model.adapter = adapter.load_adapter(model.pipe, model.preset, self.config)
+        if self._needs_inpaint(model, job):
+            model.inpaint = load_inpaint(model.preset, model.pipe, self.config)
         return model
+
+    @staticmethod
+    def _needs_inpaint(model: LoadedModel, job: Job) -> bool:
+        has_one = model.preset.inpaint is not None
+        return has_one and model.inpaint is None and job.kind is JobKind.EDIT
 
     @staticmethod
     def _needs_adapter(model: LoadedModel, job: Job) -> bool:
@@ -172,6 +194,7 @@ class Generator:
         self._last_preview = -math.inf
         model = self.load(job)
         limits = self.config.limits
+        extra: dict[str, Any] = {}
         if job.kind is JobKind.IMAGINE:
             size = imagine_size(job.request, model.preset, limits)
             plan = make_plan(job, model.preset, size, limits)
@@ -186,10 +209,12 @@ class Generator:
             inits = [source] * len(job.seeds)
             batch = self._batch(model, job, plan, job.seeds, inits, progress, cancelled)
             images = self._generate(batch)
+        elif job.kind is JobKind.EDIT:
+            images, plan, extra = self._edit(model, job, progress, cancelled)
         else:
             upscaled, plan = self._upscale(model, job, progress, cancelled)
             images = [upscaled]
-        return self._save(job, model, plan, images, time.monotonic() - started)
+        return self._save(job, model, plan, images, time.monotonic() - started, extra)
 
     def _imagine(
         self, model: LoadedModel, job: Job, plan: Plan, progress: ProgressFn, cancelled: CancelFn
@@ -230,7 +255,8 @@ class Generator:
         upscale = job.kind is JobKind.UPSCALE
         cond_seeds = (job.seed,) * len(seeds) if upscale else tuple(seeds)
         cond = conditioning.encode(model.pipe, model.preset, job.request, cond_seeds)
-        tile = job.request.tile and not upscale
+        # An edit's canvas has kept pixels on its edges: wrapping would tie them to new ones.
+        tile = job.request.tile and job.kind not in (JobKind.UPSCALE, JobKind.EDIT)
         refs = None  # once loaded, the adapter takes part in every job (unused slots at 0)
         if model.adapter is not None:
             refs = adapter.references(model.pipe, model.adapter, job.request, self.inputs)
@@ -293,8 +319,13 @@ class Generator:
         the base pipeline's, which is not safe to reuse across runs)."""
         plan, seeds, inits = batch.plan, batch.seeds, batch.inits
         scheduler = make_scheduler(plan.sampler, batch.model.pipe.scheduler.config)
-        auto = AutoPipelineForText2Image if inits is None else AutoPipelineForImage2Image
-        pipe = auto.from_pipe(batch.model.pipe, scheduler=scheduler)
+        base = batch.model.pipe
+        if batch.masks is not None:  # an edit: the dedicated inpainting model, or the base's
+            base = batch.model.inpaint or base
+            pipe = AutoPipelineForInpainting.from_pipe(base, scheduler=scheduler)
+        else:
+            auto = AutoPipelineForText2Image if inits is None else AutoPipelineForImage2Image
+            pipe = auto.from_pipe(base, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
 
         order = getattr(scheduler, "order", 1)  # Heun & co.: 2 callbacks a step (2N - 1 timesteps)
@@ -310,7 +341,7 @@ class Generator:
 
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         refs: dict[str, Any] = {}
-        if batch.refs is not None:
+        if batch.refs is not None and base is batch.model.pipe:  # the adapter is in its UNet
             guided = plan.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
             refs = batch.refs.apply(pipe, len(seeds), guided)
         kwargs: dict[str, Any] = dict(
@@ -338,6 +369,8 @@ class Generator:
                 kwargs["num_inference_steps"] = plan.steps
         else:
             kwargs.update(image=list(inits), strength=plan.strength, num_inference_steps=plan.steps)
+        if batch.masks is not None:  # SDXL's inpainting defaults its size to the image's: say it
+            kwargs.update(mask_image=list(batch.masks), width=plan.width, height=plan.height)
         with torch.inference_mode():
             images = pipe(**kwargs).images
         if batch.cancelled():
@@ -389,9 +422,34 @@ class Generator:
             free_memory()
         return image.resize(size, Image.Resampling.LANCZOS)
 
-    # 4. save every image and the grid with full parameters
+    # 4. edit: inpaint the canvas at the drawn size, then paste the kept pixels back
+    def _edit(
+        self, model: LoadedModel, job: Job, progress: ProgressFn, cancelled: CancelFn
+    ) -> tuple[list[Image.Image], Plan, dict[str, Any]]:
+        assert job.source is not None and job.edit is not None
+        source = self.store.load(job.source.job_id, job.source.index)
+        mask = None if job.edit.mask is None else edit.mask_png(self.inputs, job.edit.mask)
+        try:
+            work = edit.prepare(job.edit, source, mask, model.preset, self.config.limits)
+        except CanvasError as error:
+            raise GenerationError(str(error)) from error
+        plan = make_plan(job, model.preset, work.layout.drawn, self.config.limits)
+        canvas, drawn_mask = work.drawn_inputs()
+        count = len(job.seeds)
+        batch = self._batch(model, job, plan, job.seeds, [canvas] * count, progress, cancelled)
+        generated = self._generate(replace(batch, masks=[drawn_mask] * count))
+        images = [work.finish(image) for image in generated]
+        return images, plan, {"edit": edit.metadata(job.edit, work.layout)}
+
+    # 5. save every image and the grid with full parameters
     def _save(
-        self, job: Job, model: LoadedModel, plan: Plan, images: list[Image.Image], elapsed: float
+        self,
+        job: Job,
+        model: LoadedModel,
+        plan: Plan,
+        images: list[Image.Image],
+        elapsed: float,
+        extra: dict[str, Any] | None = None,
     ) -> JobResult:
         request, preset = job.request, model.preset
         positive, negative = conditioning.plain_texts(request, preset)
@@ -435,6 +493,8 @@ class Generator:
             "style_weight": request.style_ref_weight if request.style_inputs else None,
             "object_refs": list(request.object_inputs),
             "object_weight": adapter.object_weight(request) if request.object_inputs else None,
+            "edit": None,  # an edit job's operation (engine.edit.metadata)
+            **(extra or {}),
         }
         seeds = job.seeds
         paths = tuple(

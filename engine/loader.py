@@ -17,6 +17,7 @@ import torch
 
 # Imported from their modules: the top-level `diffusers` names are lazy and opaque to mypy.
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.pipelines.auto_pipeline import AutoPipelineForInpainting
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
@@ -98,6 +99,46 @@ def load_pipeline(preset: ModelPreset, config: EngineConfig) -> DiffusionPipelin
     logger.info(
         "loaded model preset %r from %s on %s (%s)", preset.name, preset.source, device, dtype
     )
+    return pipe
+
+
+# What a dedicated inpainting model takes from its base pipeline instead of loading its own.
+_SHARED = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+
+
+def load_inpaint(preset: ModelPreset, base: DiffusionPipeline, config: EngineConfig) -> Any:
+    """The preset's dedicated inpainting pipeline (`inpaint`: a hub id or a local directory),
+    sharing `base`'s VAE, text encoders and tokenizers (so only its UNet is new in memory), on
+    `base`'s device. ModelLoadError names the preset and the key."""
+    assert preset.inpaint is not None
+    source = preset.inpaint
+    shared = {name: getattr(base, name) for name in _SHARED if getattr(base, name, None)}
+    try:
+        path = Path(source).expanduser()
+        local = path.exists() or looks_like_path(source)
+        if local and not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"no diffusers model (model_index.json) in {path}")
+        pipe = _with_variant_fallback(
+            preset,
+            lambda variant: AutoPipelineForInpainting.from_pretrained(
+                path if local else source,
+                variant=variant,
+                dtype=base.dtype,
+                cache_dir=config.models_dir / "hub",
+                use_safetensors=True,
+                **shared,
+            ),
+        )
+        _check_family(pipe, preset)
+        pipe = pipe.to(base.device)
+    except Exception as exc:  # as for the base model: any failure means "not usable now"
+        logger.exception("could not load the inpainting model of preset %r", preset.name)
+        raise ModelLoadError(
+            f"could not load the inpainting model of preset {preset.name!r}: {error_gist(exc)}. "
+            f"Check models.{preset.name}.inpaint, or remove it to inpaint with the base model"
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    logger.info("loaded the inpainting model of preset %r", preset.name)
     return pipe
 
 

@@ -21,6 +21,9 @@ STRENGTHS = {
     (JobKind.UPSCALE, Strength.SUBTLE): 0.3,
     (JobKind.UPSCALE, Strength.CREATIVE): 0.5,
 }
+# Zoom Out, Pan, Make Square, Vary (Region): the mask is redrawn from pure noise (the kept pixels
+# are the source's, pasted back), as inpainting pipelines do by default.
+EDIT_STRENGTH = 1.0
 # An image prompt without an IP-Adapter: img2img from the first image at 1 - --iw/4 (--iw 0 → 1.0,
 # the image barely counts; the default 1 → 0.75; 2 → 0.5; 3 → 0.25, close to the image).
 IMAGE_WEIGHT_STRENGTH = 0.25
@@ -120,10 +123,13 @@ def upscale_size(size: tuple[int, int], limits: JobLimits) -> tuple[int, int]:
 
 
 def make_plan(job: Job, preset: ModelPreset, size: tuple[int, int], limits: JobLimits) -> Plan:
-    """The plan of `job` on `preset`; `size` is the image's (imagine), the source's (vary) or a
-    tile's (upscale), so variations and upscales of an --hd image work from its larger size."""
+    """The plan of `job` on `preset`; `size` is the image's (imagine), the source's (vary), a
+    tile's (upscale) or the drawn canvas's (edit: engine.canvas.Layout.drawn), so variations
+    and upscales of an --hd image work from its larger size."""
     req = job.request
     strength = STRENGTHS.get((job.kind, job.strength)) if job.strength else None
+    if job.kind is JobKind.EDIT:
+        strength = EDIT_STRENGTH
     if job.kind is JobKind.IMAGINE and req.image_inputs and preset.ip_adapter is None:
         strength = image_prompt_strength(req.image_weight)  # img2img stands in for an adapter
     steps, _ = planned_steps(req, preset, limits)

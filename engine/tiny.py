@@ -22,8 +22,14 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
+    StableDiffusionInpaintPipeline,
+)
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
     StableDiffusionXLPipeline,
+)
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_inpaint import (
+    StableDiffusionXLInpaintPipeline,
 )
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 from safetensors.torch import save_file
@@ -53,6 +59,22 @@ def build_tiny(kind: str, directory: Path) -> Path:
     directory = Path(directory)
     pipe = _build_sdxl() if kind == "tiny-xl" else _build_sd()
     pipe.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def build_tiny_inpaint(kind: str, directory: Path) -> Path:
+    """Write a tiny dedicated inpainting pipeline for `kind` into `directory`: the tiny model's
+    components with a 9-channel UNet (latents, mask, masked image), as SD-inpainting has."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny model {kind!r}; the choices are: {', '.join(KINDS)}")
+    base = _build_sdxl() if kind == "tiny-xl" else _build_sd()
+    unet_config = dict(base.unet.config, in_channels=9)
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel.from_config(unet_config).eval()
+    components: dict[str, Any] = {**base.components, "unet": unet}
+    cls = StableDiffusionXLInpaintPipeline if kind == "tiny-xl" else StableDiffusionInpaintPipeline
+    directory = Path(directory)
+    cls(**components).save_pretrained(directory, safe_serialization=True)
     return directory
 
 

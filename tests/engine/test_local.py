@@ -190,3 +190,107 @@ def test_local_refuses_a_link_the_bot_would_refuse(
     err = capsys.readouterr().err
     assert f"Image: Could not use the image <{picture_url}>" in err, err
     assert "loopback" in err or "private" in err, err
+
+
+def write_picture(path: Path, size: tuple[int, int]) -> Path:
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def test_local_pans_an_image_file_and_keeps_its_pixels(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    picture = write_picture(tmp_path / "photo.png", (128, 128))
+    out = tmp_path / "panned.png"
+    args = ["local", "a lake --seed 11", "--config", str(config), "--from", str(picture)]
+
+    assert main([*args, "--pan", "right", "--out", str(out)]) == 0
+
+    assert "seed 11  " in capsys.readouterr().out
+    with Image.open(out) as grid:
+        assert grid.size == (384, 256)  # 2 × 192×128
+    meta = read_metadata(tmp_path / "panned_2.png")
+    assert meta["kind"] == "edit" and meta["seed"] == 12
+    assert meta["edit"]["direction"] == "right" and meta["edit"]["box"] == [0, 0, 128, 128]
+    with Image.open(tmp_path / "panned_1.png") as image, Image.open(picture) as source:
+        kept = np.asarray(image.convert("RGB"))[:, :124]  # the seam band is redrawn
+        assert np.array_equal(kept, np.asarray(source.convert("RGB"))[:, :124])
+
+
+def test_local_zoom_out_takes_the_prompts_aspect_ratio(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    picture = write_picture(tmp_path / "photo.png", (128, 128))
+    args = ["local", "a lake --ar 16:9", "--config", str(config), "--from", str(picture)]
+
+    assert main([*args, "--zoom-out", "2", "--out", str(tmp_path / "z.png")]) == 0
+
+    meta = read_metadata(tmp_path / "z_1.png")
+    assert (meta["width"], meta["height"]) == (168, 96)
+    assert (meta["edit"]["zoom"], meta["edit"]["aspect"]) == (2.0, "16:9")
+
+
+def test_local_make_square_and_region(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    picture = write_picture(tmp_path / "photo.jpg", (160, 96))
+    mask = tmp_path / "mask.png"
+    drawn = Image.new("RGB", (160, 96))
+    drawn.paste((255, 255, 255), (20, 20, 60, 60))
+    drawn.save(mask)
+    base = ["local", "a lake", "--config", str(config), "--from", str(picture)]
+
+    assert main([*base, "--make-square", "--out", str(tmp_path / "sq.png")]) == 0
+    assert main([*base, "--region", str(mask), "--out", str(tmp_path / "re.png")]) == 0
+
+    assert read_metadata(tmp_path / "sq_1.png")["width"] == 160
+    assert read_metadata(tmp_path / "sq_1.png")["height"] == 160
+    region = read_metadata(tmp_path / "re_3.png")["edit"]
+    assert region["tool"] == "region" and (tmp_path / "data" / "inputs").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--pan", "left"], "--pan edits an image: give it with --from IMAGE"),
+        (["--from", "PICTURE"], "--from takes exactly one of"),
+        (["--from", "PICTURE", "--pan", "left", "--make-square"], "(got --pan and --make-square)"),
+        (["--from", "PICTURE", "--zoom-out", "3"], "--zoom-out must be a number from 1 to 2"),
+        (["--from", "PICTURE", "--zoom-out", "wide"], "--zoom-out must be a number from 1 to 2"),
+        (["--from", "PICTURE", "--pan", "sideways"], "--pan must be one of left, right, up"),
+        (["--from", "PICTURE", "--make-square"], "Image: the image is already square"),
+        (["--from", "MISSING", "--make-square"], "Image: could not read"),
+        (["--from", "PICTURE", "--region", "WIDE"], "Image: the mask is 160×96 but"),
+        (["--from", "PICTURE", "--region", "BLACK"], "Image: the mask is empty"),
+        (["--from", "PICTURE", "--region", "CONFIG"], "Image: could not read"),
+    ],
+)
+def test_local_refuses_bad_edit_flags_in_one_line_with_status_2(
+    tmp_path: Path,
+    models_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    files = {
+        "PICTURE": str(write_picture(tmp_path / "square.png", (128, 128))),
+        "MISSING": str(tmp_path / "nothing.png"),
+        "BLACK": str(tmp_path / "black.png"),
+        "CONFIG": str(config),
+        "WIDE": str(write_picture(tmp_path / "wide.png", (160, 96))),  # a mask of another shape
+    }
+    Image.new("L", (128, 128)).save(files["BLACK"])
+    args = [files.get(flag, flag) for flag in flags]
+
+    assert main(["local", "a lake", "--config", str(config), *args]) == 2
+
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "grid.png").exists()
