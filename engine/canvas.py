@@ -26,12 +26,13 @@ The rules (`layout`), for a source of sw×sh pixels:
   the short axis. Refused for a square image.
 - REGION (Vary (Region)): the result is the source's size; the box is the whole image; the
   user's mask (white = redraw) says what is redrawn.
-- PAN and SQUARE over max_pixels ([limits]): the whole canvas is scaled down to the largest size
-  of its shape under max_pixels, sides multiples of 8 — the source with it (then the kept pixels
+- PAN and SQUARE over max_pixels ([limits]): the whole canvas is scaled down to its shape under
+  max_pixels (`resolution.within_pixels`: sides multiples of 8, the ratio within 2%) — the source
+  with it (then the kept pixels
   are the source's resized, as for ZOOM).
 - `drawn`, the size diffusion runs at: the result's size (its sides rounded to multiples of 8)
   while it has at most OUTPAINT_BUDGET × base_resolution² pixels (1.5: one pan of a square is
-  drawn at full size), else the result's shape scaled to that budget; within max_pixels too. A
+  drawn at full size), else the result's shape at that budget (`resolution.fit_pixels`); within max_pixels too. A
   result larger than `drawn` is drawn at `drawn`, enlarged (Lanczos), and the kept pixels are
   pasted back at full size.
 
@@ -55,10 +56,11 @@ from PIL import Image, ImageFilter, UnidentifiedImageError
 from engine.config import JobLimits, ModelPreset
 from engine.jobs import Direction, Edit, Tool
 from engine.prompt.request import MAX_ASPECT
+from engine.resolution import STEP as SIDE_STEP
+from engine.resolution import fit_pixels, within_pixels
 
 OUTPAINT_BUDGET = 1.5  # × base_resolution² pixels drawn at most: one pan of a square at full size
 SEAM = 8  # px of the kept image redrawn and feathered along a new edge, at full size (1024²)
-SIDE_STEP = 8  # the VAE's factor: every size diffusion runs at is a multiple of it
 RATIO_TOLERANCE = 0.02  # a zoomed canvas's ratio is within 2% of the one asked
 _FILL_BLUR = 16  # the new area starts as the edges stretched out, blurred by 1/16 of the side
 
@@ -109,8 +111,7 @@ def drawn_size(size: tuple[int, int], preset: ModelPreset, limits: JobLimits) ->
     budget = min(OUTPAINT_BUDGET * preset.base_resolution**2, limits.max_pixels)
     if width * height <= budget:
         return _round8(width), _round8(height)
-    scale = math.sqrt(budget / (width * height))
-    return _floor8(width * scale), _floor8(height * scale)
+    return fit_pixels(size, int(budget))
 
 
 def _zoom(edit: Edit, source: tuple[int, int], limits: JobLimits) -> tuple[tuple[int, int], Box]:
@@ -183,12 +184,10 @@ def _square(source: tuple[int, int]) -> tuple[tuple[int, int], Box]:
 
 def _fit(size: tuple[int, int], box: Box, limits: JobLimits) -> tuple[tuple[int, int], Box]:
     """`size` and `box`, the whole canvas scaled down when it has more than max_pixels."""
-    width, height = size
-    if width * height <= limits.max_pixels:
+    fitted = within_pixels(size, limits.max_pixels)
+    if fitted == size:
         return size, box
-    scale = math.sqrt(limits.max_pixels / (width * height))
-    fitted = (_floor8(width * scale), _floor8(height * scale))
-    sx, sy = fitted[0] / width, fitted[1] / height
+    sx, sy = fitted[0] / size[0], fitted[1] / size[1]
     x0, y0, x1, y1 = box
     return fitted, (round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy))
 
@@ -200,10 +199,6 @@ def _centred(size: tuple[int, int], kept: tuple[int, int]) -> Box:
 
 def _round8(value: float) -> int:
     return max(SIDE_STEP, math.floor(value / SIDE_STEP + 0.5) * SIDE_STEP)
-
-
-def _floor8(value: float) -> int:
-    return max(SIDE_STEP, math.floor(value / SIDE_STEP) * SIDE_STEP)
 
 
 # The canvas, the masks and the paste-back.
