@@ -27,14 +27,13 @@ The rules (`layout`), for a source of sw×sh pixels:
 - REGION (Vary (Region)): the result is the source's size; the box is the whole image; the
   user's mask (white = redraw) says what is redrawn.
 - PAN and SQUARE over max_pixels ([limits]): the whole canvas is scaled down to its shape under
-  max_pixels (`resolution.within_pixels`: sides multiples of 8, the ratio within 2%) — the source
-  with it (then the kept pixels
-  are the source's resized, as for ZOOM).
+  max_pixels (`resolution.within_pixels`: sides multiples of 8, the ratio within 2%) — the
+  source with it (then the kept pixels are the source's resized, as for ZOOM).
 - `drawn`, the size diffusion runs at: the result's size (its sides rounded to multiples of 8)
   while it has at most OUTPAINT_BUDGET × base_resolution² pixels (1.5: one pan of a square is
-  drawn at full size), else the result's shape at that budget (`resolution.fit_pixels`); within max_pixels too. A
-  result larger than `drawn` is drawn at `drawn`, enlarged (Lanczos), and the kept pixels are
-  pasted back at full size.
+  drawn at full size), else the result's shape at that budget (`resolution.fit_pixels`); within
+  max_pixels too. A result larger than `drawn` is drawn at `drawn`, enlarged (Lanczos), and the
+  kept pixels are pasted back at full size.
 
 Masks are L images, white (255) = redraw. For outpainting (ZOOM, PAN, SQUARE): white outside the
 box, and a band of `seam_width` px (SEAM at full size, less on small images) just inside each
