@@ -25,4 +25,7 @@ ENV PATH=/app/.venv/bin:$PATH
 # Images and the SQLite database; downloaded and built models. Point config.toml at them:
 #   [storage] path = "/data"    [engine] cache_dir = "/models"
 VOLUME ["/data", "/models"]
+# The Vary (Region) editor, when [web] public_url is set (with listen = "0.0.0.0:8080" inside the
+# container; publish it to the host's loopback, behind your HTTPS proxy: -p 127.0.0.1:8080:8080).
+EXPOSE 8080
 CMD ["imagine-bot", "run", "--config", "/config/config.toml"]
