@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from engine.client import EngineClient
-from engine.config import RANDOM_SDXL_PRESET, EngineConfig
+from engine.config import RANDOM_SDXL_PRESET, EngineConfig, SpeedConfig
 from engine.generate import Generator
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
-from engine.loader import load_pipeline
+from engine.loader import load_pipeline, resolve_device
 from engine.prompt import parse_prompt
 
 PROMPT = "a lighthouse at dusk, dramatic sky"
@@ -88,6 +88,17 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     return "\n".join(lines)
 
 
+def stock_config(config: EngineConfig) -> EngineConfig:
+    """What the direct calls run with: stock diffusers, as a user would call it (on CUDA float16
+    and no speed switch; on a CPU float32, the engine's own precision there)."""
+    cuda = resolve_device(config.device).startswith("cuda")
+    return replace(
+        config,
+        dtype="float16" if cuda else "float32",
+        speed=SpeedConfig(tf32=False, channels_last=False, fuse_qkv=False, compile="off"),
+    )
+
+
 def run_overhead(
     config: EngineConfig,
     model: str,
@@ -102,7 +113,7 @@ def run_overhead(
     config = with_bench_presets(config)
     preset = replace(config.preset(model), base_resolution=size, steps=steps)
     config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
-    pipe: Any = load_pipeline(preset, config)  # diffusers types its __call__ dynamically
+    pipe: Any = load_pipeline(preset, stock_config(config))  # its __call__ is typed dynamically
     seeds = [7, 8, 9, 10]
 
     def direct() -> None:

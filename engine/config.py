@@ -182,11 +182,25 @@ class JobLimits:
     max_pixels: int = 5_000_000
 
 
+COMPILE_MODES = ("off", "regional")
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """The CUDA speed switches of [engine] (engine/speed.py says what each does)."""
+
+    tf32: bool = True
+    channels_last: bool = True
+    fuse_qkv: bool = False
+    compile: str = "off"  # one of COMPILE_MODES
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     model: str = "sdxl"  # the default preset
     device: str = "auto"
-    dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # CUDA only
     storage: Path = Path("./data")  # images under storage/images, SQLite at storage/bot.sqlite3
     keep_days: float = 0.0  # images older than this are deleted (0: kept forever)
     max_gb: float = 0.0  # the oldest images are deleted past this many GB in all (0: no limit)
@@ -405,6 +419,10 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "captioner",
             "threads",
             "max_loaded_models",
+            "tf32",
+            "channels_last",
+            "fuse_qkv",
+            "compile",
         },
         "engine",
     )
@@ -440,6 +458,14 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         upscaler=path(upscaler) if upscaler else None,
         captioner=_captioner(take(engine, "captioner", str, DEFAULT_CAPTIONER, "engine")),
         threads=take(engine, "threads", int, 0, "engine"),
+        speed=SpeedConfig(
+            tf32=take(engine, "tf32", bool, True, "engine"),
+            channels_last=take(engine, "channels_last", bool, True, "engine"),
+            fuse_qkv=take(engine, "fuse_qkv", bool, False, "engine"),
+            compile=_choice(
+                take(engine, "compile", str, "off", "engine"), COMPILE_MODES, "engine.compile"
+            ),
+        ),
         max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
         presets=presets,
         versions=_versions(versions, presets),

@@ -1,0 +1,105 @@
+"""The CUDA speed switches (engine/speed.py): read from [engine], applied on a GPU only, and
+changing a picture by floating-point rounding at most (checked on the CPU with `force`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import FusedAttnProcessor2_0
+
+from engine.config import ConfigError, EngineConfig, SpeedConfig, parse_engine_config
+from engine.loader import load_pipeline, resolve_dtype
+from engine.speed import CACHE_FOLDER, tune
+
+
+def tiny_pipe(models_dir: Path, device: str = "cpu") -> object:
+    config = EngineConfig(model="tiny", device=device, cache_dir=models_dir)
+    return load_pipeline(config.preset("tiny"), config)
+
+
+def draw(pipe: object) -> np.ndarray:
+    generator = torch.Generator("cpu").manual_seed(3)
+    out = pipe(  # type: ignore[operator]
+        "a lighthouse", num_inference_steps=4, height=64, width=64, generator=generator,
+        output_type="np",
+    )  # fmt: skip
+    return np.asarray(out.images)
+
+
+def test_the_switches_are_read_from_the_engine_table() -> None:
+    config = parse_engine_config(
+        {"engine": {"tf32": False, "channels_last": False, "fuse_qkv": True, "compile": "regional"}}
+    )
+    assert config.speed == SpeedConfig(
+        tf32=False, channels_last=False, fuse_qkv=True, compile="regional"
+    )
+    assert parse_engine_config({}).speed == SpeedConfig()  # tf32, channels_last; no fuse, compile
+    with pytest.raises(ConfigError, match=r"engine\.compile"):
+        parse_engine_config({"engine": {"compile": "max"}})
+
+
+def test_auto_precision_is_bfloat16_on_cuda_and_float32_on_the_cpu() -> None:
+    assert resolve_dtype("auto", "cuda") is torch.bfloat16
+    assert resolve_dtype("auto", "cuda:1") is torch.bfloat16
+    assert resolve_dtype("auto", "cpu") is torch.float32
+    assert resolve_dtype("float16", "cuda") is torch.float16
+
+
+def test_nothing_is_applied_on_the_cpu(models_dir: Path) -> None:
+    pipe = tiny_pipe(models_dir)
+    assert tune(pipe, SpeedConfig(fuse_qkv=True, compile="regional"), models_dir) == []
+    assert not any(
+        isinstance(p, FusedAttnProcessor2_0)
+        for p in pipe.unet.attn_processors.values()  # type: ignore[attr-defined]
+    )
+
+
+def test_channels_last_and_fused_qkv_change_the_picture_by_rounding_only(
+    models_dir: Path,
+) -> None:
+    pipe = tiny_pipe(models_dir)
+    before = draw(pipe)
+
+    applied = tune(pipe, SpeedConfig(channels_last=True, fuse_qkv=True), models_dir, force=True)
+
+    assert applied == ["channels_last", "fuse_qkv"]
+    unet = pipe.unet  # type: ignore[attr-defined]
+    assert all(isinstance(p, FusedAttnProcessor2_0) for p in unet.attn_processors.values())
+    conv = unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    after = draw(pipe)
+    assert np.abs(after - before).max() < 1e-4
+
+
+def test_regional_compilation_wraps_the_repeated_blocks_and_caches_under_the_models_dir(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    pipe = tiny_pipe(models_dir)
+
+    applied = tune(
+        pipe, SpeedConfig(channels_last=False, compile="regional"), models_dir, force=True
+    )
+
+    assert applied == ["compile:regional"]
+    blocks = [
+        m
+        for m in pipe.unet.modules()  # type: ignore[attr-defined]
+        if type(m).__name__ == "BasicTransformerBlock"
+    ]
+    assert blocks and all(b._compiled_call_impl is not None for b in blocks)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(models_dir / CACHE_FOLDER)
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_defaults_are_applied_at_load(models_dir: Path) -> None:
+    pipe = tiny_pipe(models_dir, "cuda")
+    assert pipe.dtype is torch.bfloat16  # type: ignore[attr-defined]
+    assert torch.backends.cuda.matmul.allow_tf32
+    conv = pipe.unet.conv_in.weight  # type: ignore[attr-defined]
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert np.isfinite(draw(pipe)).all()
