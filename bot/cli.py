@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: the engine's whole path against direct diffusers calls, same weights",
     )
+    bench.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="instead: launch to the first grid, twice (the second with what the first cached)",
+    )
     bench.add_argument("--size", type=int, default=128, help="--vs-diffusers: image side")
     bench.add_argument("--steps", type=int, default=20, help="--vs-diffusers: steps")
     bench.add_argument("--json", action="store_true", help="--vs-diffusers: print JSON")
@@ -119,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.engine, args.model, args.size, args.steps, repeats=args.repeats
         )
         print(json.dumps(figures) if args.json else overhead_table(figures, args.model))
+        return 0
+    if args.command == "bench" and args.cold_start:
+        from engine.bench import cold_start_table, run_cold_start
+
+        print(cold_start_table(run_cold_start(config.engine, args.model), args.model))
         return 0
     if args.command == "bench":
         from engine.bench import run_bench

@@ -169,9 +169,35 @@ def run_overhead(
     }
 
 
+# SDXL at 1024² (field notes §4, counted with FlopCounterMode): the UNet per forward per image,
+# and the VAE decode per image, in TFLOP; a grid is 4 images, guided (two UNet passes a step).
+SDXL_UNET_TFLOP = 6.76
+SDXL_VAE_TFLOP = 10.47
+# Dense bf16 peak, TFLOP/s, by a word in the device's name (H100: 798 measured; H200: about 790).
+BF16_PEAK = {"H100": 800.0, "H200": 790.0, "A100": 312.0}
+
+
+def grid_tflop(steps: int, images: int = 4, guided: bool = True) -> float:
+    """The work of one SDXL 1024² grid: UNet forwards (× 2 with CFG) and the VAE decodes."""
+    return steps * images * (2 if guided else 1) * SDXL_UNET_TFLOP + images * SDXL_VAE_TFLOP
+
+
+def peak_share(seconds: float, steps: int, device: str) -> float | None:
+    """The share of the device's bf16 peak a grid in `seconds` reaches; None off the list."""
+    peak = next((tflops for word, tflops in BF16_PEAK.items() if word in device), None)
+    return None if peak is None else grid_tflop(steps) / seconds / peak
+
+
 def overhead_table(figures: dict[str, float], model: str) -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     size, steps, jobs = int(figures["size"]), int(figures["steps"]), int(figures["jobs"])
+    lines = [f"UNet it/s (steps per second of a grid): stock {steps / figures['direct_grid_s']:.2f}"
+             f", engine {steps / figures['engine_grid_s']:.2f}"]  # fmt: skip
+    if model == RANDOM_SDXL_PRESET.name and size == 1024:
+        for name, key in (("stock", "direct_grid_s"), ("engine", "engine_grid_s")):
+            share = peak_share(figures[key], steps, device)
+            if share is not None:
+                lines.append(f"share of {device}'s bf16 peak, {name}: {share:.0%}")
     return "\n".join(
         [
             f"engine vs diffusers: model {model} at {size}², {steps} steps, on {device}",
@@ -180,5 +206,40 @@ def overhead_table(figures: dict[str, float], model: str) -> str:
             f"{figures['engine_grid_s']:>8.3f} {figures['grid_overhead']:>6.2f}",
             f"{f'{jobs} grids back to back (4 users)':<40} {figures['direct_burst_s']:>9.3f} "
             f"{figures['engine_burst_s']:>8.3f} {figures['burst_overhead']:>6.2f}",
+            *lines,
         ]
     )
+
+
+def run_cold_start(config: EngineConfig, model: str, runs: int = 2) -> list[dict[str, float]]:
+    """Launch to the first grid, `runs` times in a row: a new engine process each time (start,
+    imports, the model's load), then one grid. The second run finds what the first left on disk
+    (built models, downloads, torch.compile's cache)."""
+    config = replace(with_bench_presets(config), model=model, preload=True)
+
+    async def once() -> dict[str, float]:
+        started = time.perf_counter()
+        async with EngineClient(config) as engine:
+            job = imagine_job(parse_prompt(f"{PROMPT} --seed 7"), model=model, owner="bench")
+            handle = await engine.submit(job)
+            first_event = None
+            async for event in handle.events():
+                if first_event is None and type(event).__name__ == "Started":
+                    first_event = time.perf_counter() - started
+            await handle.result()
+            done = time.perf_counter() - started
+        return {"started_s": first_event or done, "first_grid_s": done}
+
+    return [asyncio.run(once()) for _ in range(runs)]
+
+
+def cold_start_table(runs: list[dict[str, float]], model: str) -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    lines = [
+        f"cold start: model {model} on {device} (launch → the first job starts → its grid)",
+        f"{'run':<34} {'job started':>12} {'first grid':>11}",
+    ]
+    for number, run in enumerate(runs, 1):
+        label = "1 (nothing cached this run)" if number == 1 else f"{number} (after run 1)"
+        lines.append(f"{label:<34} {run['started_s']:>12.2f} {run['first_grid_s']:>11.2f}")
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from engine.bench import overhead_table
+from engine.bench import grid_tflop, overhead_table, peak_share
 from tests.engine.test_local import write_config
 
 
@@ -29,4 +29,33 @@ def test_bench_vs_diffusers_times_both_paths_in_one_run(
     assert len(list((tmp_path / "data" / "images").iterdir())) == 1 + 1 + 8
     table = overhead_table(figures, "tiny")  # what the command prints without --json
     assert "engine vs diffusers: model tiny at 64², 2 steps" in table
-    assert f"{figures['burst_overhead']:.2f}" in table.splitlines()[-1]
+    [burst] = [line for line in table.splitlines() if "grids back to back" in line]
+    assert f"{figures['burst_overhead']:.2f}" in burst
+    assert f"engine {2 / figures['engine_grid_s']:.2f}" in table  # UNet steps per second
+
+
+def test_the_share_of_peak_counts_sdxls_unet_with_cfg_and_the_vae() -> None:
+    assert grid_tflop(30) == pytest.approx(30 * 4 * 2 * 6.76 + 4 * 10.47)
+    assert peak_share(3.0, 30, "NVIDIA H200") == pytest.approx(grid_tflop(30) / 3.0 / 790)
+    assert peak_share(3.0, 30, "CPU") is None  # no peak known: not shown
+    figures = {"size": 1024, "steps": 30, "jobs": 8, "direct_grid_s": 4.0, "engine_grid_s": 3.0,
+               "grid_overhead": 0.75, "direct_burst_s": 32.0, "engine_burst_s": 24.0,
+               "burst_overhead": 0.75}  # fmt: skip
+    assert "share of" not in overhead_table(figures, "tiny")  # not SDXL's work
+
+
+def test_bench_cold_start_launches_the_engine_twice_to_the_first_grid(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+
+    assert main(["bench", "--cold-start", "--model", "tiny", "--config", str(config)]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("cold start: model tiny on ")
+    runs = [line.split() for line in lines[2:]]
+    assert [run[0] for run in runs] == ["1", "2"]
+    for run in runs:
+        started, grid = float(run[-2]), float(run[-1])
+        assert 0 < started <= grid
+    assert len(list((tmp_path / "data" / "images").iterdir())) == 2  # one grid each run
