@@ -17,9 +17,11 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -152,6 +154,7 @@ class Generator:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self._gan: Upscaler | None = None
         self._gan_loaded = False
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-encoder")
 
     def is_loaded(self, job: Job) -> bool:
         """Whether `job` can start without loading weights first (its model, its adapter)."""
@@ -510,17 +513,21 @@ class Generator:
             **drawing.extra,
         }
         seeds = job.seeds
-        paths = tuple(
-            self.store.save(
-                image, self.store.image_path(job.id, i), {**base, "seed": seeds[i], "index": i}
+        grid_file: Future[Path] | None = None
+        if len(images) > 1:  # as many pixels as the four images: encoded beside them
+            grid_meta = {**base, "seed": job.seed}
+            grid_file = self._encoder.submit(
+                self.store.save, make_grid(images), self.store.grid_path(job.id), grid_meta
             )
-            for i, image in enumerate(images)
-        )
-        grid = None
-        if len(images) > 1:
-            grid = self.store.save(
-                make_grid(images), self.store.grid_path(job.id), {**base, "seed": job.seed}
+        try:
+            paths = tuple(
+                self.store.save(
+                    image, self.store.image_path(job.id, i), {**base, "seed": seeds[i], "index": i}
+                )
+                for i, image in enumerate(images)
             )
+        finally:  # never return (or raise) with the grid still being written
+            grid = None if grid_file is None else grid_file.result()
         return JobResult(
             job_id=job.id,
             images=paths,
