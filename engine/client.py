@@ -6,8 +6,10 @@
             ...
 
 Jobs wait in a `FairQueue` here, in the parent, and go to the process one at a time; so queue
-positions, cancelling a queued job and fairness never touch the GPU process. If the process dies
-during a job, a new one is started and the job runs once more; if it dies again the job fails
+positions, cancelling a queued job and fairness never touch the GPU process. A job is sent once
+the one before is drawn (`worker.Drawn`): its files are written while the next job draws, and it
+counts as running (position 0) until its Done. If the process dies during a job, or while it
+saves one, a new one is started and the job runs once more; if it dies again the job fails
 (never hangs). Closing lets the running job finish within a grace period and ends every other
 job as `Interrupted` (not failed: the bot's store runs them on its next start). Pure Python: the
 Discord bot imports this without importing torch.
@@ -103,16 +105,27 @@ class Handle:
 
 @dataclass
 class Running:
-    """The job an engine process is working on."""
+    """A job an engine process is working on (drawing it, or saving its images)."""
 
     handle: Handle
     started: asyncio.Future[None]  # set by its Started event
     done: asyncio.Future[JobEvent]  # its terminal event; EngineDiedError if the process dies
     loading: asyncio.Future[None]  # set by its Loading event
+    drawn: asyncio.Future[None]  # set by its Drawn event: the process takes the next job
+
+
+@dataclass(frozen=True)
+class Saving:
+    """A drawn job whose files the engine process is writing."""
+
+    running: Running
+    deadline: float  # loop time: its job_timeout, counted from its start
+    cancelled: bool  # cancelled too late to stop: it is not to run again if its process dies
 
 
 class EngineProcess:
-    """One engine process and the two pipes to it. Runs one job at a time."""
+    """One engine process and the two pipes to it. Draws one job at a time, while it may still
+    be saving those drawn before."""
 
     def __init__(self, config: EngineConfig):
         ctx = multiprocessing.get_context("spawn")
@@ -131,7 +144,7 @@ class EngineProcess:
         # EngineDiedError if it dies before.
         self.ready: asyncio.Future[str | None] | None = None
         self.preloaded: asyncio.Future[None] | None = None
-        self._current: Running | None = None
+        self._jobs: dict[str, Running] = {}  # sent, and not ended yet
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dead = False
         self._stopping = False
@@ -166,7 +179,7 @@ class EngineProcess:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._died)
 
-    def _deliver(self, event: JobEvent | worker.Ready | worker.Preloaded) -> None:
+    def _deliver(self, event: JobEvent | worker.Ready | worker.Preloaded | worker.Drawn) -> None:
         if isinstance(event, worker.Ready):
             _settle(self.ready, event.preloading)
             if event.preloading is None:
@@ -175,12 +188,15 @@ class EngineProcess:
         if isinstance(event, worker.Preloaded):
             _settle(self.preloaded, None)
             return
-        current = self._current
-        if current is None or event.job_id != current.handle.job.id:
+        current = self._jobs.get(event.job_id)
+        if current is None:
+            return
+        if isinstance(event, worker.Drawn):
+            _settle(current.drawn, None)
             return
         if isinstance(event, TERMINAL_EVENTS):
-            if not current.done.done():
-                current.done.set_result(event)
+            del self._jobs[event.job_id]
+            _settle(current.done, event)
             return
         if isinstance(event, Started) and not current.started.done():
             current.started.set_result(None)
@@ -193,8 +209,10 @@ class EngineProcess:
         self.process.join(timeout=0)  # reap it if it is gone already; never block the loop
         log = logger.info if self._stopping else logger.error
         log("engine process %s exited (code %s)", self.process.pid, self.process.exitcode)
-        if self._current is not None and not self._current.done.done():
-            self._current.done.set_exception(EngineDiedError(self.process.exitcode))
+        for running in self._jobs.values():  # the one drawing, and those saving
+            if not running.done.done():
+                running.done.set_exception(EngineDiedError(self.process.exitcode))
+        self._jobs.clear()
         for future in (self.ready, self.preloaded):
             if future is not None and not future.done():
                 future.set_exception(EngineDiedError(self.process.exitcode))
@@ -206,9 +224,10 @@ class EngineProcess:
             raise EngineDiedError(self.process.exitcode)
         loop = asyncio.get_running_loop()
         self._send(("run", handle.job))
-        futures = (loop.create_future(), loop.create_future(), loop.create_future())
-        self._current = Running(handle, *futures)
-        return self._current
+        running = Running(handle, *(loop.create_future() for _ in range(4)))
+        running.done.add_done_callback(_retrieved)  # a timed-out job's is never awaited again
+        self._jobs[handle.job.id] = running
+        return running
 
     def cancel(self, job_id: str) -> None:
         with contextlib.suppress(OSError, EngineDiedError):  # a dead process runs nothing
@@ -229,7 +248,7 @@ class EngineProcess:
     async def stop(self) -> None:
         """Ask the process to finish (closing its command pipe), then kill it if it lingers."""
         self._stopping = True
-        self._current = None  # its caller is gone: no one would read an exception set on it
+        self._jobs.clear()  # their callers are gone: no one would read an exception set on them
         if self._starting is not None:
             await asyncio.gather(self._starting, return_exceptions=True)
         self._commands_out.close()
@@ -261,11 +280,14 @@ class EngineClient:
         self.config = config
         self._queue = FairQueue()
         self._handles: dict[str, Handle] = {}
-        self._running: Job | None = None
+        self._running: Job | None = None  # the job being drawn
+        self._saving: dict[str, asyncio.Task[None]] = {}  # drawn jobs being saved, oldest first
+        self._jobs_saving: dict[str, Job] = {}
+        self._runs: dict[str, int] = {}  # runs started of each job not ended yet
         # The running job's cancel is remembered: if its process dies meanwhile, the job must
         # not run again in the next one.
         self._cancelled_running = False
-        self._idle = asyncio.Event()  # set while no job runs
+        self._idle = asyncio.Event()  # set while no job runs or saves
         self._idle.set()
         self._process: EngineProcess | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -302,7 +324,7 @@ class EngineClient:
             task.cancel()
         for job in self._queue.clear():
             self._finish(job.id, Interrupted(job.id))
-        if grace_s > 0 and self._running is not None:
+        if grace_s > 0 and not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_s)
         running = self._running
@@ -317,6 +339,10 @@ class EngineClient:
         elif running is not None:
             logger.info("job %s was still running at shutdown: left for the next start", running.id)
             self._finish(running.id, Interrupted(running.id))
+        for job_id, task in list(self._saving.items()):  # its files may be half written: redo it
+            task.cancel()
+            logger.info("job %s was still saving at shutdown: left for the next start", job_id)
+            self._finish(job_id, Interrupted(job_id))
         if self._process is not None:
             await self._process.stop()
             self._process = None
@@ -360,10 +386,14 @@ class EngineClient:
     def position(self, job_id: str) -> int | None:
         if self._running is not None and self._running.id == job_id:
             return 0
+        if job_id in self._jobs_saving:  # drawn, not yet saved: still running to its user
+            return 0
         return self._position_in_queue(job_id) or None
 
     def jobs(self, owner: str | None = None) -> tuple[Job, ...]:
-        running = [self._running] if self._running is not None else []
+        running = [*self._jobs_saving.values()]
+        if self._running is not None:
+            running.append(self._running)
         return tuple(
             j for j in [*running, *self._queue.order()] if owner is None or j.owner == owner
         )
@@ -374,11 +404,14 @@ class EngineClient:
 
     def _announce_positions(self) -> None:
         for place, job in enumerate(self._queue.order(), start=1):
+            if job.id in self._runs:  # to run again: its user saw it start already
+                continue
             handle = self._handles[job.id]
             if not (isinstance(handle.last, Queued) and handle.last.position == place):
                 handle.push(Queued(job.id, place))
 
     def _finish(self, job_id: str, event: JobEvent) -> None:
+        self._runs.pop(job_id, None)
         handle = self._handles.pop(job_id, None)
         if handle is not None:
             handle.push(event)
@@ -439,17 +472,60 @@ class EngineClient:
             self._idle.clear()
             self._announce_positions()
             try:
-                event = await self._run_with_retry(job)
+                outcome = await self._run_with_retry(job)
+                if isinstance(outcome, Saving):  # the engine takes the next job meanwhile
+                    self._jobs_saving[job.id] = job
+                    self._saving[job.id] = asyncio.create_task(self._saved(job, outcome))
             finally:
                 self._running = None
-                self._idle.set()
+                self._idle_if_nothing_runs()
+            if not isinstance(outcome, Saving):
+                self._finish(job.id, outcome)
+
+    def _idle_if_nothing_runs(self) -> None:
+        if self._running is None and not self._saving:
+            self._idle.set()
+
+    async def _saved(self, job: Job, saving: Saving) -> None:
+        """Wait for a drawn job's files; if its process dies first, it runs again (next,
+        before the queue) or fails, as a job whose process dies while it draws."""
+        try:
+            event = await self._files(job, saving)
+        finally:
+            del self._saving[job.id], self._jobs_saving[job.id]
+            self._idle_if_nothing_runs()
+        if event is None:
+            self._queue.put_first(job)
+        else:
             self._finish(job.id, event)
 
-    async def _run_with_retry(self, job: Job) -> JobEvent:
+    async def _files(self, job: Job, saving: Saving) -> JobEvent | None:
+        """The saving job's terminal event, or None if it is to run again."""
+        remaining = saving.deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(saving.running.done, max(0.0, remaining))
+        except TimeoutError:
+            return self._timed_out(job)
+        except EngineDiedError as error:
+            run = self._runs.get(job.id, RUNS_PER_JOB)
+            logger.error(
+                "engine process died while saving job %s (exit code %s), run %d of %d",
+                job.id,
+                error,
+                run,
+                RUNS_PER_JOB,
+            )
+            if saving.cancelled:
+                return Cancelled(job.id)
+            return None if run < RUNS_PER_JOB else Failed(job.id, self._down or DIED)
+
+    async def _run_with_retry(self, job: Job) -> JobEvent | Saving:
         """A process that dies under a job (killed, out of host memory, a CUDA fault) is
         replaced and the job runs once more; a second death fails it, so a job that crashes the
-        engine every time cannot take it down in a loop."""
-        for run in range(1, RUNS_PER_JOB + 1):
+        engine every time cannot take it down in a loop. (A job whose process died while it
+        saved comes here for its second run.)"""
+        while True:
+            run = self._runs[job.id] = self._runs.get(job.id, 0) + 1
             try:
                 return await self._run(job)
             except EngineDiedError as error:
@@ -463,7 +539,8 @@ class EngineClient:
                 await asyncio.sleep(0)  # let the start watcher see a process that never started
                 if self._cancelled_running:  # cancelled while its process was dying
                     return Cancelled(job.id)
-        return Failed(job.id, self._down or DIED)
+                if run >= RUNS_PER_JOB:
+                    return Failed(job.id, self._down or DIED)
 
     async def _loaded(self, job: Job, running: Running) -> JobEvent | None:
         """Wait for the job's model to load, at most `[engine] load_timeout`; a Failed event if
@@ -506,8 +583,9 @@ class EngineClient:
             return False
         return True
 
-    async def _run(self, job: Job) -> JobEvent:
-        """One run of `job`; EngineDiedError when the process dies under it."""
+    async def _run(self, job: Job) -> JobEvent | Saving:
+        """One run of `job`, to its end or until it is drawn; EngineDiedError when the process
+        dies under it."""
         handle = self._handles[job.id]
         try:
             process = await self._ensure_process()
@@ -527,19 +605,32 @@ class EngineClient:
                 loaded = await self._loaded(job, running)
                 if loaded is not None:
                     return loaded
-            return await asyncio.wait_for(running.done, self.config.job_timeout_s)
+            deadline = asyncio.get_running_loop().time() + self.config.job_timeout_s
+            await asyncio.wait_for(_first(running.drawn, running.done), self.config.job_timeout_s)
+            if running.done.done():
+                return running.done.result()  # EngineDiedError if the process died
+            return Saving(running, deadline, self._cancelled_running)
         except TimeoutError:
-            logger.error(
-                "job %s ran past %g s; restarting the engine", job.id, self.config.job_timeout_s
-            )
-            if self._process is not None:
-                self._process.kill()
-            return Failed(
-                job.id,
-                f"the job took longer than {self.config.job_timeout_s:g} s and was stopped",
-            )
+            return self._timed_out(job)
         except EngineDiedError:
             raise
         except Exception:
             logger.exception("could not run job %s", job.id)
             return Failed(job.id, worker.UNEXPECTED)
+
+    def _timed_out(self, job: Job) -> Failed:
+        """A job past `[engine] job_timeout`: its process is replaced (jobs it was saving run
+        again)."""
+        logger.error(
+            "job %s ran past %g s; restarting the engine", job.id, self.config.job_timeout_s
+        )
+        if self._process is not None:
+            self._process.kill()
+        return Failed(
+            job.id, f"the job took longer than {self.config.job_timeout_s:g} s and was stopped"
+        )
+
+
+async def _first(*futures: asyncio.Future[Any]) -> None:
+    """Until one of `futures` is done (none is cancelled when this is)."""
+    await asyncio.wait(futures, return_when=FIRST_COMPLETED)

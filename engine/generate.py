@@ -17,9 +17,11 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,6 +96,19 @@ class Batch:
         )
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """A job's images, drawn and not yet saved (`Generator.save` makes them files). Stays in
+    the engine process: it holds the loaded model."""
+
+    job: Job
+    model: LoadedModel
+    plan: Plan
+    images: tuple[Image.Image, ...]
+    elapsed_s: float  # the drawing's time, as `JobResult.elapsed_s` reports it
+    extra: dict[str, Any] = field(default_factory=dict)  # more metadata (an edit's operation)
+
+
 def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -139,6 +154,7 @@ class Generator:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
         self._gan: Upscaler | None = None
         self._gan_loaded = False
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-encoder")
 
     def is_loaded(self, job: Job) -> bool:
         """Whether `job` can start without loading weights first (its model, its adapter)."""
@@ -190,6 +206,11 @@ class Generator:
         return self._models[preset.name]
 
     def run(self, job: Job, progress: ProgressFn, cancelled: CancelFn) -> JobResult:
+        """Draw `job`, then save it: its files written, its result."""
+        return self.save(self.draw(job, progress, cancelled))
+
+    def draw(self, job: Job, progress: ProgressFn, cancelled: CancelFn) -> Drawing:
+        """The device's part of `job`: everything up to its images (not yet files)."""
         started = time.monotonic()
         self._last_preview = -math.inf
         model = self.load(job)
@@ -214,7 +235,7 @@ class Generator:
         else:
             upscaled, plan = self._upscale(model, job, progress, cancelled)
             images = [upscaled]
-        return self._save(job, model, plan, images, time.monotonic() - started, extra)
+        return Drawing(job, model, plan, tuple(images), time.monotonic() - started, extra)
 
     def _imagine(
         self, model: LoadedModel, job: Job, plan: Plan, progress: ProgressFn, cancelled: CancelFn
@@ -442,15 +463,10 @@ class Generator:
         return images, plan, {"edit": edit.metadata(job.edit, work.layout)}
 
     # 5. save every image and the grid with full parameters
-    def _save(
-        self,
-        job: Job,
-        model: LoadedModel,
-        plan: Plan,
-        images: list[Image.Image],
-        elapsed: float,
-        extra: dict[str, Any] | None = None,
-    ) -> JobResult:
+    def save(self, drawing: Drawing) -> JobResult:
+        """Write a drawn job's PNGs (with metadata) and its grid. CPU only (Pillow releases the
+        GIL while it encodes), so the engine process runs it beside the next job's drawing."""
+        job, model, plan, images = drawing.job, drawing.model, drawing.plan, drawing.images
         request, preset = job.request, model.preset
         positive, negative = conditioning.plain_texts(request, preset)
         width, height = images[0].size  # the final size (--hd: the second pass's)
@@ -494,20 +510,24 @@ class Generator:
             "object_refs": list(request.object_inputs),
             "object_weight": adapter.object_weight(request) if request.object_inputs else None,
             "edit": None,  # an edit job's operation (engine.edit.metadata)
-            **(extra or {}),
+            **drawing.extra,
         }
         seeds = job.seeds
-        paths = tuple(
-            self.store.save(
-                image, self.store.image_path(job.id, i), {**base, "seed": seeds[i], "index": i}
+        grid_file: Future[Path] | None = None
+        if len(images) > 1:  # as many pixels as the four images: encoded beside them
+            grid_meta = {**base, "seed": job.seed}
+            grid_file = self._encoder.submit(
+                self.store.save, make_grid(images), self.store.grid_path(job.id), grid_meta
             )
-            for i, image in enumerate(images)
-        )
-        grid = None
-        if len(images) > 1:
-            grid = self.store.save(
-                make_grid(images), self.store.grid_path(job.id), {**base, "seed": job.seed}
+        try:
+            paths = tuple(
+                self.store.save(
+                    image, self.store.image_path(job.id, i), {**base, "seed": seeds[i], "index": i}
+                )
+                for i, image in enumerate(images)
             )
+        finally:  # never return (or raise) with the grid still being written
+            grid = None if grid_file is None else grid_file.result()
         return JobResult(
             job_id=job.id,
             images=paths,
@@ -517,7 +537,7 @@ class Generator:
             height=height,
             model=model.preset.name,
             steps=steps,
-            elapsed_s=elapsed,
+            elapsed_s=drawing.elapsed_s,
         )
 
 

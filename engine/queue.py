@@ -18,10 +18,16 @@ class FairQueue:
         self._jobs: dict[str, deque[Job]] = {}  # owner → their jobs, oldest first
         self._turns: deque[str] = deque()  # owners with jobs, whose turn is next first
         self._last: str | None = None  # the owner of the job served last
+        self._first: deque[Job] = deque()  # jobs to run again, before anyone's turn
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
-        return sum(len(jobs) for jobs in self._jobs.values())
+        return len(self._first) + sum(len(jobs) for jobs in self._jobs.values())
+
+    def put_first(self, job: Job) -> None:
+        """`job` next, ahead of every turn: a job to run again (its process died under it)."""
+        self._first.append(job)
+        self._ready.set()
 
     def put(self, job: Job) -> None:
         if job.owner not in self._jobs:
@@ -31,6 +37,8 @@ class FairQueue:
         self._ready.set()
 
     def get_nowait(self) -> Job | None:
+        if self._first:
+            return self._first.popleft()
         if not self._turns:
             return None
         owner = _next_owner(self._turns, self._last)
@@ -50,6 +58,10 @@ class FairQueue:
         return job
 
     def remove(self, job_id: str) -> Job | None:
+        for job in self._first:
+            if job.id == job_id:
+                self._first.remove(job)
+                return job
         for owner, jobs in self._jobs.items():
             for job in jobs:
                 if job.id == job_id:
@@ -65,7 +77,7 @@ class FairQueue:
         pending = {owner: list(jobs) for owner, jobs in self._jobs.items()}
         turns = deque(self._turns)
         last = self._last
-        out: list[Job] = []
+        out: list[Job] = list(self._first)
         while turns:
             owner = last = _next_owner(turns, last)
             out.append(pending[owner].pop(0))
@@ -75,6 +87,7 @@ class FairQueue:
 
     def clear(self) -> list[Job]:
         jobs = self.order()
+        self._first.clear()
         self._jobs.clear()
         self._turns.clear()
         return jobs

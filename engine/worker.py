@@ -3,6 +3,10 @@
 Started with the "spawn" method by `engine.client` (fork and CUDA do not mix). Messages in:
 ("run", Job) and ("cancel", job_id) on one pipe; events out (engine.jobs types) on another.
 A thread reads the incoming pipe so a cancel arrives while a job runs.
+
+A job's images are saved (PNG encoding, the grid) by a saver thread, not by the loop: once a job
+is drawn the process says `Drawn` and starts the next one, and the saver sends the job's `Done`
+when its files are written. So only the device's work is on the path from one job to the next.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import logging
 import queue
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.config import ConfigError, EngineConfig
 from engine.jobs import (
+    TERMINAL_EVENTS,
     Cancelled,
     Done,
     Failed,
@@ -33,7 +40,7 @@ from engine.jobs import (
 
 if TYPE_CHECKING:  # torch and diffusers load in the engine process only, inside main()
     from engine.describe import Describer
-    from engine.generate import CancelFn, Generator, ProgressFn
+    from engine.generate import CancelFn, Drawing, Generator, ProgressFn
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,19 @@ class Ready:
 @dataclass(frozen=True)
 class Preloaded:
     """The default model is loaded (or failed to: the first job on it says why)."""
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """The job's images are drawn and being saved: the process takes the next job now. The
+    job's own terminal event (Done, or Failed if its files cannot be written) follows."""
+
+    job_id: str
+
+
+# Drawn jobs whose files are not written yet, at most: past it the loop waits for the saver (each
+# holds its images in memory).
+MAX_SAVING = 2
 
 
 GPU_FAULT = "the GPU hit an error and the engine was restarted; please try again"
@@ -92,22 +112,66 @@ def serve(
     cancelled: set[str] = set()
     jobs: queue.Queue[Job | None] = queue.Queue()
     threading.Thread(target=_receive, args=(commands, jobs, cancelled), daemon=True).start()
-    events.send(Ready(preload))
+    send = _one_at_a_time(events.send)  # the loop and the saver both send
+    send(Ready(preload))
     if preload is not None:
         try:
             generator.model(preload)
         except Exception:  # the first job reports it to its user; keep serving other presets
             logger.exception("could not preload model %s", preload)
-        events.send(Preloaded())
-    while (job := jobs.get()) is not None:
-        event, poisoned = _run(generator, describer, job, cancelled, events.send)
-        events.send(event)
-        cancelled.discard(job.id)
-        if poisoned:
-            logger.error(
-                "a GPU fault makes this process unusable; exiting so that a new one starts"
-            )
-            return
+        send(Preloaded())
+    saving: deque[Future[None]] = deque()
+    # One thread: a job's save takes less time than the next one's drawing on any device worth
+    # it, and a second would take a CPU core from torch.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-saver") as saver:
+        while (job := jobs.get()) is not None:
+            outcome, poisoned = _run(generator, describer, job, cancelled, send)
+            cancelled.discard(job.id)
+            if isinstance(outcome, TERMINAL_EVENTS):
+                send(outcome)
+            else:
+                send(Drawn(job.id))
+                while len(saving) >= MAX_SAVING:
+                    saving.popleft().result()
+                saving.append(saver.submit(_save, generator, outcome, send))
+            if poisoned:
+                logger.error(
+                    "a GPU fault makes this process unusable; exiting so that a new one starts"
+                )
+                return  # once the saver has written the jobs drawn before (leaving the `with`)
+
+
+def _one_at_a_time(send: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`send`, for several threads: a pipe's messages must not interleave."""
+    lock = threading.Lock()
+
+    def locked(message: Any) -> None:
+        with lock:
+            send(message)
+
+    return locked
+
+
+def _save(generator: Generator, drawing: Drawing, send: Callable[[JobEvent], None]) -> None:
+    """The saver thread: write a drawn job's files, then send its terminal event."""
+    job_id = drawing.job.id
+    try:
+        result = generator.save(drawing)
+    except Exception as error:
+        send(Failed(job_id, _failure(job_id, error)))
+    else:
+        send(Done(job_id, result))
+
+
+def _failure(job_id: str, error: Exception) -> str:
+    """What a job's user is told of an error while saving it (the log has the rest)."""
+    from engine.storage import StorageError
+
+    if isinstance(error, StorageError):  # a full disk: nothing half-written is left behind
+        logger.error("job %s: %s", job_id, error.strerror)
+        return error.strerror or UNEXPECTED
+    logger.error("job %s could not be saved", job_id, exc_info=error)
+    return UNEXPECTED
 
 
 def _receive(commands: Connection, jobs: queue.Queue[Job | None], cancelled: set[str]) -> None:
@@ -146,20 +210,22 @@ def poisons_the_device(error: BaseException) -> bool:
     )
 
 
-Run = Callable[[Job, "ProgressFn", "CancelFn"], JobResult]
+# A describe job's run ends with its result; a generation's with its images, to be saved.
+Run = Callable[[Job, "ProgressFn", "CancelFn"], "JobResult | Drawing"]
 
 
 def _work(
     generator: Generator, describer: Describer | None, job: Job
 ) -> tuple[bool, Callable[[], Any], Run]:
-    """What runs `job`: whether its model is loaded, how to load it, and the run itself."""
+    """What runs `job`: whether its model is loaded, how to load it, and the run itself (a
+    generation: its drawing)."""
     from engine.generate import GenerationError
 
     if job.kind is JobKind.DESCRIBE:  # a captioning model, not a diffusion pipeline
         if describer is None:
             raise GenerationError("this engine cannot describe images")
         return describer.loaded, describer.load, describer.run
-    return generator.is_loaded(job), partial(generator.load, job), generator.run
+    return generator.is_loaded(job), partial(generator.load, job), generator.draw
 
 
 def _run(
@@ -168,8 +234,9 @@ def _run(
     job: Job,
     cancelled: set[str],
     send: Callable[[JobEvent], None],
-) -> tuple[JobEvent, bool]:
-    """The job's terminal event, and whether the process must end after it (a GPU fault)."""
+) -> tuple[Done | Failed | Cancelled | Drawing, bool]:
+    """The job's terminal event (or, drawn, its images to save), and whether the process must
+    end after it (a GPU fault)."""
     from engine.generate import GenerationError, JobCancelledError
     from engine.loader import ModelLoadError
     from engine.storage import StorageError
@@ -191,8 +258,7 @@ def _run(
     except JobCancelledError:
         return Cancelled(job.id), False
     except StorageError as error:  # a full disk: nothing half-written is left behind
-        logger.error("job %s: %s", job.id, error.strerror)
-        return Failed(job.id, error.strerror or UNEXPECTED), False
+        return Failed(job.id, _failure(job.id, error)), False
     except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
         # FileNotFoundError: a vary/upscale source (or a described image) no longer in storage
         logger.warning("job %s failed: %s", job.id, error, exc_info=True)
@@ -202,4 +268,6 @@ def _run(
         if poisons_the_device(error):
             return Failed(job.id, GPU_FAULT), True
         return Failed(job.id, UNEXPECTED), False
-    return Done(job.id, result), False
+    if isinstance(result, JobResult):
+        return Done(job.id, result), False
+    return result, False

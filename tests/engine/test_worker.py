@@ -1,6 +1,6 @@
 """The engine process's loop (`engine.worker.serve`) with a stand-in generator, over real pipes:
 a CUDA fault fails its job and ends the process (the client then starts a fresh one); any other
-error fails only its job."""
+error fails only its job; a drawn job is saved beside the next one's drawing."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ import threading
 from collections.abc import Iterator
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from engine.jobs import Failed, Job, JobEvent, Started, imagine_job
+from engine.generate import Drawing
+from engine.jobs import Done, Failed, Job, JobEvent, JobResult, Started, imagine_job
 from engine.prompt import parse_prompt
 from engine.storage import DISK_FULL, StorageError
 from engine.worker import (
     GPU_FAULT,
     UNEXPECTED,
+    Drawn,
     Preloaded,
     Ready,
     hide_paths,
@@ -46,9 +49,42 @@ class FailingGenerator:
     def load(self, job: Job) -> None:
         return None
 
-    def run(self, job: Job, progress: Any, cancelled: Any) -> None:
+    def draw(self, job: Job, progress: Any, cancelled: Any) -> None:
         self.ran.append(job.id)
         raise self.error
+
+
+class SlowSaver:
+    """Draws at once; saves a job (one file) only once its `release` is set. `saving` is set
+    while a save waits."""
+
+    def __init__(self, root: Path, save_error: Exception | None = None) -> None:
+        self.root = root
+        self.save_error = save_error
+        self.release: dict[str, threading.Event] = {}
+        self.saving = threading.Event()
+
+    def is_loaded(self, job: Job) -> bool:
+        return True
+
+    def model(self, name: str) -> None:
+        return None
+
+    def load(self, job: Job) -> None:
+        return None
+
+    def draw(self, job: Job, progress: Any, cancelled: Any) -> Drawing:
+        self.release[job.id] = threading.Event()
+        return Drawing(job, model=None, plan=None, images=(), elapsed_s=0.0)  # type: ignore[arg-type]
+
+    def save(self, drawing: Drawing) -> JobResult:
+        self.saving.set()
+        assert self.release[drawing.job.id].wait(TIMEOUT)
+        if self.save_error is not None:
+            raise self.save_error
+        path = self.root / f"{drawing.job.id}.png"
+        path.write_bytes(b"png")
+        return JobResult(drawing.job.id, (path,), None, drawing.job.seeds, 1, 1, "tiny", 1, 0.0)
 
 
 def job() -> Job:
@@ -56,7 +92,7 @@ def job() -> Job:
 
 
 class Served:
-    def __init__(self, generator: FailingGenerator) -> None:
+    def __init__(self, generator: FailingGenerator | SlowSaver) -> None:
         commands_in, self.commands = Pipe(duplex=False)
         self.events, events_out = Pipe(duplex=False)
         self.thread = threading.Thread(
@@ -161,3 +197,65 @@ def test_the_process_says_it_is_ready_before_any_job(close_pipes: list[Connectio
 )
 def test_paths_on_the_server_are_hidden_from_users(text: str, shown: str | None) -> None:
     assert hide_paths(text) == (text if shown is None else shown)
+
+
+def test_the_next_job_is_drawn_while_the_last_one_saves(
+    close_pipes: list[Connection], tmp_path: Path
+) -> None:
+    generator = SlowSaver(tmp_path)
+    served = Served(generator)
+    close_pipes.append(served.commands)
+    first, second = job(), job()
+    served.commands.send(("run", first))
+    served.commands.send(("run", second))
+
+    # The first job's save is held: the second starts and is drawn all the same.
+    assert served.events_of(4) == [
+        Started(first.id),
+        Drawn(first.id),
+        Started(second.id),
+        Drawn(second.id),
+    ]
+    assert generator.saving.is_set() and not (tmp_path / f"{first.id}.png").exists()
+    generator.release[first.id].set()
+    done = served.events_of(1)[0]
+    assert isinstance(done, Done) and done.job_id == first.id
+    assert all(path.exists() for path in done.result.images)  # Done comes with its files
+    generator.release[second.id].set()
+    assert [type(e) for e in served.events_of(1)] == [Done]
+
+
+def test_a_full_disk_while_saving_fails_only_that_job(
+    close_pipes: list[Connection], tmp_path: Path
+) -> None:
+    generator = SlowSaver(tmp_path, save_error=StorageError(errno.ENOSPC, DISK_FULL))
+    served = Served(generator)
+    close_pipes.append(served.commands)
+    first = job()
+    served.commands.send(("run", first))
+    assert served.events_of(2) == [Started(first.id), Drawn(first.id)]
+
+    generator.release[first.id].set()
+
+    assert served.events_of(1) == [Failed(first.id, DISK_FULL)]
+    assert served.thread.is_alive()
+
+
+def test_the_process_ends_only_once_its_drawn_jobs_are_saved(
+    close_pipes: list[Connection], tmp_path: Path
+) -> None:
+    generator = SlowSaver(tmp_path)
+    served = Served(generator)
+    first = job()
+    served.commands.send(("run", first))
+    assert served.events_of(2) == [Started(first.id), Drawn(first.id)]
+
+    served.commands.close()  # the parent asks the process to finish
+    assert generator.saving.wait(TIMEOUT)
+    served.thread.join(0.2)
+    assert served.thread.is_alive()  # still saving the drawn job
+    generator.release[first.id].set()
+
+    assert [type(e) for e in served.events_of(1)] == [Done]
+    served.thread.join(TIMEOUT)
+    assert not served.thread.is_alive()
