@@ -164,7 +164,7 @@ def test_resolve_device_refuses_a_missing_gpu() -> None:
 
 
 def test_resolve_dtype() -> None:
-    assert resolve_dtype("auto", "cuda") == torch.float16
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("auto", "mps") == torch.float32
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
