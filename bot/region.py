@@ -4,10 +4,10 @@ prompt and the rest is kept.
 - With `[web] public_url`: a private link button to the browser editor (bot/web.py); its page
   posts the mask and the prompt, and the job is queued in the job's channel as the presser's.
 - Without: a private copy of the image with a labelled grid of cells (A1, B1, …), a menu to pick
-  the cells to redraw, then the prompt box.
+  the cells to redraw, then the remix box (bot/presses.py's RemixModal).
 
-Both end in `region_job`: the mask kept in the input store like an image prompt (by digest, so a
-restart or a 🔄 of the result finds it), and an edit job of the image.
+Either way the mask is kept in the input store like an image prompt (by digest, so a restart or
+a 🔄 of the result finds it) and the job is an edit job of the image.
 """
 
 from __future__ import annotations
@@ -24,16 +24,11 @@ from PIL import Image, ImageDraw
 
 from bot.fetch import FetchError
 from bot.image_prompts import same_images, with_image_prompts
-from bot.interactions import (
-    MAX_MODAL_TEXT,
-    LoggedModal,
-    LoggedView,
-    answer_privately,
-    reply_private,
-)
+from bot.interactions import MAX_MODAL_TEXT, LoggedView, reply_private
 from bot.prompts import Refused, read_user_prompt
 from bot.region_tokens import RegionClaim
 from bot.store import StoredJob
+from engine.intake import Prompt
 from engine.jobs import Edit, Job, Tool, edit_job
 from engine.storage import InputStore
 
@@ -175,48 +170,26 @@ class CellsView(LoggedView):
         self.add_item(self.cells)
 
     async def _chosen(self, interaction: discord.Interaction) -> None:
+        """The cells become the mask (kept like an image prompt); then the remix box, titled
+        for the tool, makes the job as the presser's."""
+        from bot.presses import RemixModal  # presses imports this module
+
         assert self._stored.result is not None
         size = (self._stored.result.width, self._stored.result.height)
         mask = cells_mask(size, *self._grid, list(self.cells.values))
-        await interaction.response.send_modal(
-            RegionPromptModal(self._presses, self._stored, self._index, mask)
-        )
+        store = InputStore(self._presses.bot.config.engine.inputs_dir)
+        edit = Edit(Tool.REGION, mask=await asyncio.to_thread(store.put, mask))
+        job, index, presser = self._stored.job, self._index, str(interaction.user.id)
+
+        def make(prompt: Prompt | None) -> Job:
+            assert prompt is not None  # the box always opens
+            return edit_job(job, index, edit, owner=presser, request=prompt.request)
+
+        modal = RemixModal(self._presses, job, make, title="Vary (Region)")
+        await interaction.response.send_modal(modal)
 
 
-class RegionPromptModal(LoggedModal, title="Vary (Region)"):
-    def __init__(self, presses: Presses, stored: StoredJob, index: int, mask: bytes) -> None:
-        super().__init__(timeout=900)
-        self._presses, self._stored, self._index, self._mask = presses, stored, index, mask
-        job = stored.job
-        self.prompt: discord.ui.TextInput[RegionPromptModal] = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=job.request.raw or job.request.prompt,  # ≤ MAX_MODAL_TEXT: checked before
-            max_length=MAX_MODAL_TEXT,
-        )
-        self.add_item(self.prompt)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot = self._presses.bot
-        presser = str(interaction.user.id)
-        try:
-            job, notes, new_links = region_job(
-                bot, self._stored.job, self._index, presser, self._mask, self.prompt.value
-            )
-        except Refused as refusal:
-            await reply_private(interaction, refusal.message)
-            return
-        if new_links:  # fetched as for /imagine
-            await interaction.response.defer(thinking=True)
-            try:
-                (job,) = await with_image_prompts(bot, [job], None)
-            except FetchError as error:
-                await answer_privately(interaction, str(error))
-                return
-        await self._presses.start(interaction, job, notes)
-
-
-# --- shared by both ways
+# --- the web editor's side (bot/web.py calls these)
 
 
 def region_job(
@@ -232,9 +205,6 @@ def region_job(
     edit = Edit(Tool.REGION, mask=digest)
     job = edit_job(source, index, edit, owner=owner, request=kept or read.request)
     return job, reading.notes, kept is None
-
-
-# --- the web editor's side (bot/web.py calls these)
 
 
 class RegionSubmissions:
