@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bot.config import TOKEN_ENV, ConfigError, ImagesConfig, load_config
@@ -73,9 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: launch to the first grid, twice (the second with what the first cached)",
     )
-    bench.add_argument("--size", type=int, default=128, help="--vs-diffusers: image side")
-    bench.add_argument("--steps", type=int, default=20, help="--vs-diffusers: steps")
-    bench.add_argument("--json", action="store_true", help="--vs-diffusers: print JSON")
+    bench.add_argument(
+        "--batching",
+        action="store_true",
+        help="instead: 8 grids from 8 users, batched (--batch-pixels) and one at a time",
+    )
+    bench.add_argument(
+        "--batch-pixels",
+        type=int,
+        default=0,
+        help="--batching: the budget (default: [engine] batch_pixels, else 1048576)",
+    )
+    bench.add_argument(
+        "--size", type=int, default=128, help="--vs-diffusers, --batching: image side"
+    )
+    bench.add_argument("--steps", type=int, default=20, help="--vs-diffusers, --batching: steps")
+    bench.add_argument("--json", action="store_true", help="--vs-diffusers, --batching: print JSON")
     bench.add_argument("--users", type=int, default=50, help="--load: users (default: 50)")
     bench.add_argument("--jobs", type=int, default=5, help="--load: jobs each sends (default: 5)")
     bench.add_argument("--rounds", type=int, default=2, help="--load: bursts (default: 2)")
@@ -124,6 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.engine, args.model, args.size, args.steps, repeats=args.repeats
         )
         print(json.dumps(figures) if args.json else overhead_table(figures, args.model))
+        return 0
+    if args.command == "bench" and args.batching:
+        from engine.bench import batching_table, run_batching
+
+        budget = args.batch_pixels or config.engine.batch_pixels or 1024 * 1024
+        figures = run_batching(
+            replace(config.engine, batch_pixels=budget),
+            args.model,
+            args.size,
+            args.steps,
+            repeats=args.repeats,
+        )
+        print(json.dumps(figures) if args.json else batching_table(figures, args.model))
         return 0
     if args.command == "bench" and args.cold_start:
         from engine.bench import cold_start_table, run_cold_start

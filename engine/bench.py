@@ -109,7 +109,8 @@ def run_overhead(
 ) -> dict[str, float]:
     """The engine's whole path (queue → engine process → previews → files) against direct
     diffusers calls on the same weights, in one run: one grid, and `jobs` grids back to back
-    from several users. Medians of `repeats`; ratios > 1 are the engine's overhead."""
+    from several users. Medians of `repeats` interleaved rounds; ratios > 1 are the engine's
+    overhead."""
     config = with_bench_presets(config)
     preset = replace(config.preset(model), base_resolution=size, steps=steps)
     config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
@@ -132,30 +133,42 @@ def run_overhead(
     def grid_job(owner: str) -> Job:
         return imagine_job(parse_prompt(f"{PROMPT} --seed 7"), model=preset.name, owner=owner)
 
-    async def engine_runs() -> tuple[float, float]:
-        async with EngineClient(config) as engine:
-            await (await engine.submit(grid_job("warm-up"))).result()
-            one, burst = [], []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                await (await engine.submit(grid_job("bench"))).result()
-                one.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                handles = [await engine.submit(grid_job(f"user{i % 4}")) for i in range(jobs)]
-                for handle in handles:
-                    await handle.result()
-                burst.append(time.perf_counter() - started)
-        return statistics.median(one), statistics.median(burst)
-
-    direct()  # warm-up
-    direct_one = _timed(direct, repeats)
-
     def burst() -> None:
         for _ in range(jobs):
             direct()
 
-    direct_burst = _timed(burst, repeats)
-    engine_one, engine_burst = asyncio.run(engine_runs())
+    def timed(run: Callable[[], object]) -> float:
+        started = time.perf_counter()
+        run()
+        return time.perf_counter() - started
+
+    # Interleaved, direct then engine, round after round: a shared machine's speed drifts by
+    # ±20% over minutes, and each pair then sees the same drift.
+    times: dict[str, list[float]] = {"direct": [], "engine": [], "direct_n": [], "engine_n": []}
+
+    async def rounds() -> None:
+        async with EngineClient(config) as engine:
+
+            async def engine_timed(owners: list[str]) -> float:
+                started = time.perf_counter()
+                handles = [await engine.submit(grid_job(owner)) for owner in owners]
+                for handle in handles:
+                    await handle.result()
+                return time.perf_counter() - started
+
+            direct()  # warm-up, both paths
+            await engine_timed(["warm-up"])
+            for _ in range(repeats):
+                times["direct"].append(timed(direct))
+                times["engine"].append(await engine_timed(["bench"]))
+                times["direct_n"].append(timed(burst))
+                owners = [f"user{i % 4}" for i in range(jobs)]
+                times["engine_n"].append(await engine_timed(owners))
+
+    asyncio.run(rounds())
+    direct_one, engine_one, direct_burst, engine_burst = (
+        statistics.median(times[key]) for key in ("direct", "engine", "direct_n", "engine_n")
+    )
     return {
         "size": size,
         "steps": steps,
@@ -167,6 +180,77 @@ def run_overhead(
         "engine_burst_s": engine_burst,
         "burst_overhead": engine_burst / direct_burst,
     }
+
+
+def run_batching(
+    config: EngineConfig,
+    model: str,
+    size: int = 128,
+    steps: int = 20,
+    jobs: int = 8,
+    repeats: int = 3,
+) -> dict[str, float]:
+    """`jobs` grids from as many users, through the engine with batching as configured
+    (`[engine] batch_pixels`) and with it off (one job at a time), interleaved round after
+    round in one run; medians, and the throughput gained."""
+    config = with_bench_presets(config)
+    preset = replace(config.preset(model), base_resolution=size, steps=steps)
+    config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
+    times: dict[str, list[float]] = {"batched": [], "alone": []}
+
+    async def burst(engine: EngineClient, round_: int) -> float:
+        started = time.perf_counter()
+        handles = [
+            await engine.submit(
+                imagine_job(
+                    parse_prompt(f"{PROMPT} {i} --seed {round_ * 100 + i}"),
+                    model=preset.name,
+                    owner=f"user{i}",
+                )
+            )
+            for i in range(jobs)
+        ]
+        for handle in handles:
+            await handle.result()
+        return time.perf_counter() - started
+
+    async def rounds() -> None:
+        async with (
+            EngineClient(config) as batched,
+            EngineClient(replace(config, batch_pixels=0)) as alone,
+        ):
+            await burst(batched, 0)  # warm-up, both
+            await burst(alone, 0)
+            for number in range(1, repeats + 1):
+                times["batched"].append(await burst(batched, number))
+                times["alone"].append(await burst(alone, number))
+
+    asyncio.run(rounds())
+    batched, alone = statistics.median(times["batched"]), statistics.median(times["alone"])
+    return {
+        "size": size,
+        "steps": steps,
+        "jobs": jobs,
+        "batch_pixels": config.batch_pixels,
+        "alone_s": alone,
+        "batched_s": batched,
+        "speedup": alone / batched,
+    }
+
+
+def batching_table(figures: dict[str, float], model: str) -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    jobs, budget = int(figures["jobs"]), int(figures["batch_pixels"])
+    return "\n".join(
+        [
+            f"batching: {jobs} grids from {jobs} users, model {model} at {int(figures['size'])}², "
+            f"{int(figures['steps'])} steps, on {device}",
+            f"{'path':<48} {'seconds':>8}",
+            f"{'one job at a time (batch_pixels = 0)':<48} {figures['alone_s']:>8.3f}",
+            f"{f'batched (batch_pixels = {budget})':<48} {figures['batched_s']:>8.3f}",
+            f"throughput gained: {figures['speedup']:.2f}×",
+        ]
+    )
 
 
 # SDXL at 1024² (field notes §4, counted with FlopCounterMode): the UNet per forward per image,

@@ -5,8 +5,9 @@
         async for event in handle.events():
             ...
 
-Jobs wait in a `FairQueue` here, in the parent, and go to the process one at a time; so queue
-positions, cancelling a queued job and fairness never touch the GPU process. A job is sent once
+Jobs wait in a `FairQueue` here, in the parent, and go to the process one at a time (or a few
+alike, next to each other in the queue, together: engine.batching); so queue positions,
+cancelling a queued job and fairness never touch the GPU process. A job is sent once
 the one before is drawn (`worker.Drawn`): its files are written while the next job draws, and it
 counts as running (position 0) until its Done. If the process dies during a job, or while it
 saves one, a new one is started and the job runs once more; if it dies again the job fails
@@ -30,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from engine import worker
+from engine.batching import take_together
 from engine.config import EngineConfig
 from engine.jobs import (
     TERMINAL_EVENTS,
@@ -222,8 +224,18 @@ class EngineProcess:
         resolves `Running.done` (the caller pushes it)."""
         if self.dead:
             raise EngineDiedError(self.process.exitcode)
-        loop = asyncio.get_running_loop()
         self._send(("run", handle.job))
+        return self._track(handle)
+
+    def run_together(self, handles: list[Handle]) -> list[Running]:
+        """Send jobs to be drawn in one batch; each is then as if sent by `run`."""
+        if self.dead:
+            raise EngineDiedError(self.process.exitcode)
+        self._send(("run_together", tuple(handle.job for handle in handles)))
+        return [self._track(handle) for handle in handles]
+
+    def _track(self, handle: Handle) -> Running:
+        loop = asyncio.get_running_loop()
         running = Running(handle, *(loop.create_future() for _ in range(4)))
         running.done.add_done_callback(_retrieved)  # a timed-out job's is never awaited again
         self._jobs[handle.job.id] = running
@@ -280,13 +292,13 @@ class EngineClient:
         self.config = config
         self._queue = FairQueue()
         self._handles: dict[str, Handle] = {}
-        self._running: Job | None = None  # the job being drawn
+        self._running: dict[str, Job] = {}  # the jobs being drawn (several: drawn together)
         self._saving: dict[str, asyncio.Task[None]] = {}  # drawn jobs being saved, oldest first
         self._jobs_saving: dict[str, Job] = {}
         self._runs: dict[str, int] = {}  # runs started of each job not ended yet
-        # The running job's cancel is remembered: if its process dies meanwhile, the job must
+        # A running job's cancel is remembered: if its process dies meanwhile, the job must
         # not run again in the next one.
-        self._cancelled_running = False
+        self._cancelled_running: set[str] = set()
         self._idle = asyncio.Event()  # set while no job runs or saves
         self._idle.set()
         self._process: EngineProcess | None = None
@@ -327,18 +339,20 @@ class EngineClient:
         if grace_s > 0 and not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_s)
-        running = self._running
-        if running is not None and self._process is not None:
-            self._process.cancel(running.id)  # stop the GPU work now; nobody waits for its result
+        running, cancelled = list(self._running.values()), set(self._cancelled_running)
+        for job in running:
+            if self._process is not None:  # stop the GPU work now; nobody waits for its result
+                self._process.cancel(job.id)
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-        if running is not None and self._cancelled_running:  # never to be resumed
-            self._finish(running.id, Cancelled(running.id))
-        elif running is not None:
-            logger.info("job %s was still running at shutdown: left for the next start", running.id)
-            self._finish(running.id, Interrupted(running.id))
+        for job in running:
+            if job.id in cancelled:  # never to be resumed
+                self._finish(job.id, Cancelled(job.id))
+            else:
+                logger.info("job %s was still running at shutdown: left for the next start", job.id)
+                self._finish(job.id, Interrupted(job.id))
         for job_id, task in list(self._saving.items()):  # its files may be half written: redo it
             task.cancel()
             logger.info("job %s was still saving at shutdown: left for the next start", job_id)
@@ -371,8 +385,8 @@ class EngineClient:
             self._finish(job_id, Cancelled(job_id))
             self._announce_positions()
             return True
-        if self._running is not None and self._running.id == job_id:
-            self._cancelled_running = True
+        if job_id in self._running:
+            self._cancelled_running.add(job_id)
             if self._process is not None:
                 self._process.cancel(job_id)
             handle = self._handles.get(job_id)
@@ -384,16 +398,14 @@ class EngineClient:
         return False
 
     def position(self, job_id: str) -> int | None:
-        if self._running is not None and self._running.id == job_id:
+        if job_id in self._running:
             return 0
         if job_id in self._jobs_saving:  # drawn, not yet saved: still running to its user
             return 0
         return self._position_in_queue(job_id) or None
 
     def jobs(self, owner: str | None = None) -> tuple[Job, ...]:
-        running = [*self._jobs_saving.values()]
-        if self._running is not None:
-            running.append(self._running)
+        running = [*self._jobs_saving.values(), *self._running.values()]
         return tuple(
             j for j in [*running, *self._queue.order()] if owner is None or j.owner == owner
         )
@@ -467,23 +479,43 @@ class EngineClient:
 
     async def _dispatch(self) -> None:
         while True:
-            job = await self._queue.get()
-            self._running, self._cancelled_running = job, False
+            group = take_together(await self._queue.get(), self._queue, self.config)
+            self._running.update((job.id, job) for job in group)
             self._idle.clear()
             self._announce_positions()
+            if len(group) == 1:
+                await self._member(group[0], None)
+                continue
             try:
-                outcome = await self._run_with_retry(job)
-                if isinstance(outcome, Saving):  # the engine takes the next job meanwhile
-                    self._jobs_saving[job.id] = job
-                    self._saving[job.id] = asyncio.create_task(self._saved(job, outcome))
-            finally:
-                self._running = None
-                self._idle_if_nothing_runs()
-            if not isinstance(outcome, Saving):
-                self._finish(job.id, outcome)
+                process = await self._ensure_process()
+                live = [job for job in group if job.id not in self._cancelled_running]
+                sent = process.run_together([self._handles[j.id] for j in live]) if live else []
+            except EngineDiedError:  # no process to send them to: each goes its own way
+                await asyncio.gather(*(self._member(job, None) for job in group))
+                continue
+            runs = dict(zip((job.id for job in live), ((process, r) for r in sent), strict=True))
+            await asyncio.gather(*(self._member(job, runs.get(job.id)) for job in group))
+
+    async def _member(self, job: Job, sent: tuple[EngineProcess, Running] | None) -> None:
+        """Run one job of those taken (sent already when drawn together) until it is drawn
+        (then its files are awaited in the background) or ends."""
+        try:
+            if sent is None and job.id in self._cancelled_running:  # before it could be sent
+                outcome: JobEvent | Saving = Cancelled(job.id)
+            else:
+                outcome = await self._run_with_retry(job, sent)
+            if isinstance(outcome, Saving):  # the engine takes the next job meanwhile
+                self._jobs_saving[job.id] = job
+                self._saving[job.id] = asyncio.create_task(self._saved(job, outcome))
+        finally:
+            del self._running[job.id]
+            self._cancelled_running.discard(job.id)
+            self._idle_if_nothing_runs()
+        if not isinstance(outcome, Saving):
+            self._finish(job.id, outcome)
 
     def _idle_if_nothing_runs(self) -> None:
-        if self._running is None and not self._saving:
+        if not self._running and not self._saving:
             self._idle.set()
 
     async def _saved(self, job: Job, saving: Saving) -> None:
@@ -519,7 +551,9 @@ class EngineClient:
                 return Cancelled(job.id)
             return None if run < RUNS_PER_JOB else Failed(job.id, self._down or DIED)
 
-    async def _run_with_retry(self, job: Job) -> JobEvent | Saving:
+    async def _run_with_retry(
+        self, job: Job, sent: tuple[EngineProcess, Running] | None = None
+    ) -> JobEvent | Saving:
         """A process that dies under a job (killed, out of host memory, a CUDA fault) is
         replaced and the job runs once more; a second death fails it, so a job that crashes the
         engine every time cannot take it down in a loop. (A job whose process died while it
@@ -527,8 +561,9 @@ class EngineClient:
         while True:
             run = self._runs[job.id] = self._runs.get(job.id, 0) + 1
             try:
-                return await self._run(job)
+                return await self._run(job, sent)
             except EngineDiedError as error:
+                sent = None  # the next run goes alone
                 logger.error(
                     "engine process died during job %s (exit code %s), run %d of %d",
                     job.id,
@@ -537,7 +572,7 @@ class EngineClient:
                     RUNS_PER_JOB,
                 )
                 await asyncio.sleep(0)  # let the start watcher see a process that never started
-                if self._cancelled_running:  # cancelled while its process was dying
+                if job.id in self._cancelled_running:  # cancelled while its process was dying
                     return Cancelled(job.id)
                 if run >= RUNS_PER_JOB:
                     return Failed(job.id, self._down or DIED)
@@ -583,15 +618,20 @@ class EngineClient:
             return False
         return True
 
-    async def _run(self, job: Job) -> JobEvent | Saving:
-        """One run of `job`, to its end or until it is drawn; EngineDiedError when the process
-        dies under it."""
+    async def _run(
+        self, job: Job, sent: tuple[EngineProcess, Running] | None = None
+    ) -> JobEvent | Saving:
+        """One run of `job` (`sent`: already sent, with others), to its end or until it is
+        drawn; EngineDiedError when the process dies under it."""
         handle = self._handles[job.id]
         try:
-            process = await self._ensure_process()
-            if self._cancelled_running:  # cancelled while a new process started
-                return Cancelled(job.id)
-            running = process.run(handle)
+            if sent is None:
+                process = await self._ensure_process()
+                if job.id in self._cancelled_running:  # cancelled while a new process started
+                    return Cancelled(job.id)
+                running = process.run(handle)
+            else:
+                process, running = sent
             if not await self._preloaded(job, process):  # it hung (a download): go without
                 self._preload = False
                 if isinstance(handle.last, Cancelled):  # cancelled while it waited
@@ -609,7 +649,7 @@ class EngineClient:
             await asyncio.wait_for(_first(running.drawn, running.done), self.config.job_timeout_s)
             if running.done.done():
                 return running.done.result()  # EngineDiedError if the process died
-            return Saving(running, deadline, self._cancelled_running)
+            return Saving(running, deadline, job.id in self._cancelled_running)
         except TimeoutError:
             return self._timed_out(job)
         except EngineDiedError:

@@ -74,6 +74,20 @@ class Conditioning:
         )
 
 
+def concat(parts: list[Conditioning]) -> Conditioning:
+    """Several batches' conditioning, one after another (their token counts must agree)."""
+
+    def cat(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+        present = [t for t in tensors if t is not None]
+        return torch.cat(present) if present else None
+
+    embeds, negative = cat([p.embeds for p in parts]), cat([p.negative for p in parts])
+    assert embeds is not None and negative is not None
+    return Conditioning(
+        embeds, negative, cat([p.pooled for p in parts]), cat([p.negative_pooled for p in parts])
+    )
+
+
 def escape(text: str) -> str:
     """Make user text literal for compel, whose own syntax uses ( ) " and trailing + / -."""
     text = re.sub(r'([\\()"])', r"\\\1", text)

@@ -215,6 +215,11 @@ class EngineConfig:
     upscaler: Path | None = None  # a GAN upscaler's weights (needs the `gan` extra)
     captioner: str = DEFAULT_CAPTIONER  # /describe's model (engine/describe.py), loaded lazily
     threads: int = 0  # torch CPU threads in the engine process; 0: torch's default
+    # Queued imagine jobs alike enough (engine.batching) are drawn in one batch of at most this
+    # many pixels in all (images × width × height); 0 (the default): one job at a time. It pays
+    # for small images (CPU, tiny model: 8 grids 2.7× faster at 128², 2× at 256², with 1 Mpx);
+    # the presets' grids (4 × 512² and up) already fill 1 Mpx alone: measure before raising it.
+    batch_pixels: int = 0
     # presets kept loaded at once; the least recently used goes. 1: two SDXL presets need
     # ~14 GB of GPU memory, more than most single GPUs have beside the work itself
     max_loaded_models: int = 1
@@ -418,6 +423,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "upscaler",
             "captioner",
             "threads",
+            "batch_pixels",
             "max_loaded_models",
             "tf32",
             "channels_last",
@@ -458,6 +464,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         upscaler=path(upscaler) if upscaler else None,
         captioner=_captioner(take(engine, "captioner", str, DEFAULT_CAPTIONER, "engine")),
         threads=take(engine, "threads", int, 0, "engine"),
+        batch_pixels=take(engine, "batch_pixels", int, 0, "engine"),
         speed=SpeedConfig(
             tf32=take(engine, "tf32", bool, True, "engine"),
             channels_last=take(engine, "channels_last", bool, True, "engine"),
@@ -488,6 +495,10 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         )
     if config.threads < 0:
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")
+    if config.batch_pixels < 0:
+        raise ConfigError(
+            f"engine.batch_pixels must be 0 (one job at a time) or more, got {config.batch_pixels}"
+        )
     if config.job_timeout_s <= 0:
         raise ConfigError(f"engine.job_timeout must be positive, got {config.job_timeout_s}")
     if config.load_timeout_s <= 0:

@@ -87,6 +87,9 @@ class Batch:
     progress: ProgressFn
     cancelled: CancelFn
     masks: Sequence[Image.Image] | None = None  # inpainting: white = redraw (with `inits`)
+    # Jobs drawn together (engine.batching): each one's image count and progress, in row order.
+    # Empty for one job's batch (its own `progress`).
+    shares: tuple[tuple[int, ProgressFn], ...] = ()
 
     def rows(self, rows: slice) -> Batch:
         inits = None if self.inits is None else self.inits[rows]
@@ -94,6 +97,21 @@ class Batch:
         return replace(
             self, seeds=self.seeds[rows], inits=inits, masks=masks, cond=self.cond.select(rows)
         )
+
+
+def merge(batches: Sequence[Batch]) -> Batch:
+    """One batch of several jobs' batches (same model, plan and conditioning length): their rows
+    one after another; it is cancelled when every job is."""
+    first = batches[0]
+    cancels = [batch.cancelled for batch in batches]
+    return replace(
+        first,
+        seeds=[seed for batch in batches for seed in batch.seeds],
+        cond=conditioning.concat([batch.cond for batch in batches]),
+        progress=lambda *_: None,
+        cancelled=lambda: all(cancelled() for cancelled in cancels),
+        shares=tuple((len(batch.seeds), batch.progress) for batch in batches),
+    )
 
 
 @dataclass(frozen=True)
@@ -237,6 +255,47 @@ class Generator:
             images = [upscaled]
         return Drawing(job, model, plan, tuple(images), time.monotonic() - started, extra)
 
+    def draw_together(
+        self, jobs: Sequence[Job], progress: Sequence[ProgressFn], cancelled: Sequence[CancelFn]
+    ) -> list[Drawing | None]:
+        """Several imagine jobs (engine.batching says which) in one pipeline call: each job's
+        images as if drawn alone (per-image seeds; within the batch-size tolerance above). A
+        job cancelled meanwhile gets None (its rows were drawn with the others'). Jobs whose
+        plans or prompt lengths turn out to differ, or a preset with its IP-Adapter loaded, are
+        drawn in separate calls, one after another."""
+        started = time.monotonic()
+        model = self.load(jobs[0])
+        groups: dict[Any, list[tuple[int, Batch]]] = {}
+        for index, job in enumerate(jobs):
+            if job.kind is not JobKind.IMAGINE or job.request.hd or job.request.stored_images:
+                raise GenerationError(f"job {job.id} cannot be drawn with others")
+            size = imagine_size(job.request, model.preset, self.config.limits)
+            plan = make_plan(job, model.preset, size, self.config.limits)
+            batch = self._batch(
+                model, job, plan, job.seeds, None, progress[index], cancelled[index]
+            )
+            alone = model.adapter is not None  # its references are set per call
+            key = (plan, batch.tile, batch.cond.embeds.shape[1:], index if alone else None)
+            groups.setdefault(key, []).append((index, batch))
+        drawn: dict[int, tuple[Plan, list[Image.Image]]] = {}
+        for members in groups.values():
+            batches = [batch for _, batch in members]
+            try:
+                rows = iter(self._generate(merge(batches) if len(batches) > 1 else batches[0]))
+            except JobCancelledError:  # every job of this call was cancelled
+                continue
+            for index, batch in members:
+                drawn[index] = (batch.plan, [next(rows) for _ in batch.seeds])
+        elapsed = time.monotonic() - started
+        out: list[Drawing | None] = []
+        for index, job in enumerate(jobs):
+            if index not in drawn or cancelled[index]():
+                out.append(None)
+            else:
+                plan, images = drawn[index]
+                out.append(Drawing(job, model, plan, tuple(images), elapsed))
+        return out
+
     def _imagine(
         self, model: LoadedModel, job: Job, plan: Plan, progress: ProgressFn, cancelled: CancelFn
     ) -> list[Image.Image]:
@@ -286,7 +345,8 @@ class Generator:
     # 1. diffusion, in chunks, with the out-of-memory fallback
     def _generate(self, batch: Batch) -> list[Image.Image]:
         count = len(batch.seeds)
-        attempts = [(size, False) for size in (min(count, 4), 2, 1) if size <= count]
+        first = count if batch.shares else min(count, 4)  # jobs drawn together: all at once
+        attempts = [(size, False) for size in (first, 4, 2, 1) if size <= count]
         attempts = [*dict.fromkeys(attempts), (1, True)]  # last: one at a time, VAE tiled
         vae = batch.model.pipe.vae
         plan = batch.plan
@@ -324,14 +384,23 @@ class Generator:
     ) -> None:
         step = done_before + step_in_chunk
         every = self.config.preview_every
-        preview = None
+        due = False
         if every and (step % every == 0) and step < total:
             # Decoded only when it can be shown: the bot edits a message at most this often.
             now = self._clock()
             if now - self._last_preview >= self.config.preview_interval_s:
-                preview = batch.model.preview.jpeg(latents)
-                self._last_preview = now
-        batch.progress(step, total, preview)
+                due, self._last_preview = True, now
+        if not batch.shares:
+            batch.progress(step, total, batch.model.preview.jpeg(latents) if due else None)
+            return
+        # Jobs drawn together: each its own preview of its own rows (while drawn all at once;
+        # after an out-of-memory split, progress only).
+        whole = due and latents.shape[0] == len(batch.seeds)
+        start = 0
+        for count, progress in batch.shares:
+            rows = latents[start : start + count]
+            progress(step, total, batch.model.preview.jpeg(rows) if whole else None)
+            start += count
 
     def _call(
         self, batch: Batch, on_step: Callable[[int, torch.Tensor], None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from engine.jobs import Job
 
@@ -49,6 +50,15 @@ class FairQueue:
         else:
             del self._jobs[owner]
         self._last = owner
+        return job
+
+    def get_nowait_if(self, wanted: Callable[[Job], bool]) -> Job | None:
+        """The next job, taken only if `wanted(job)`; else None and the queue is unchanged."""
+        upcoming = self.order()
+        if not upcoming or not wanted(upcoming[0]):
+            return None
+        job = self.get_nowait()
+        assert job is upcoming[0]
         return job
 
     async def get(self) -> Job:

@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ DISK_FULL = (
     "(its owner can free space, or set [storage] max_gb)"
 )
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+# zlib's Huffman-only strategy: PNG's row filters already take what LZ77 would find in a
+# diffusion picture, so the files come out the size of Pillow's default (within 0.1% on the
+# tiny model's and on smooth pictures) in half the time or less (512²: 26 against 62 ms;
+# 1024²: 130 against 254–333 ms; docs/benchmarks.md). The level does not matter with it.
+PNG_OPTIONS: dict[str, Any] = {"format": "PNG", "compress_type": zlib.Z_HUFFMAN_ONLY}
 
 
 class StorageError(OSError):
@@ -77,7 +85,7 @@ class ImageStore:
         info = PngInfo()
         info.add_text("parameters", a1111_parameters(metadata))
         info.add_text(METADATA_KEY, json.dumps(dict(metadata), sort_keys=True))
-        return write_atomically(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+        return write_atomically(path, lambda tmp: image.save(tmp, pnginfo=info, **PNG_OPTIONS))
 
     def load(self, job_id: str, index: int) -> Image.Image:
         path = self.image_path(job_id, index)

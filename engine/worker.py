@@ -1,7 +1,8 @@
 """The engine process: loads pipelines once and runs jobs one at a time, sending events back.
 
 Started with the "spawn" method by `engine.client` (fork and CUDA do not mix). Messages in:
-("run", Job) and ("cancel", job_id) on one pipe; events out (engine.jobs types) on another.
+("run", Job), ("run_together", (Job, ...)) (jobs drawn in one batch: engine.batching) and
+("cancel", job_id) on one pipe; events out (engine.jobs types) on another.
 A thread reads the incoming pipe so a cancel arrives while a job runs.
 
 A job's images are saved (PNG encoding, the grid) by a saver thread, not by the loop: once a job
@@ -18,10 +19,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.config import ConfigError, EngineConfig
 from engine.jobs import (
@@ -110,7 +111,7 @@ def serve(
     device unusable: then this process ends, and the parent starts a fresh one. Describe jobs
     go to `describer` (its captioner loads on the first one), the others to `generator`."""
     cancelled: set[str] = set()
-    jobs: queue.Queue[Job | None] = queue.Queue()
+    jobs: queue.Queue[tuple[Job, ...] | None] = queue.Queue()
     threading.Thread(target=_receive, args=(commands, jobs, cancelled), daemon=True).start()
     send = _one_at_a_time(events.send)  # the loop and the saver both send
     send(Ready(preload))
@@ -124,12 +125,17 @@ def serve(
     # One thread: a job's save takes less time than the next one's drawing on any device worth
     # it, and a second would take a CPU core from torch.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-saver") as saver:
-        while (job := jobs.get()) is not None:
-            outcome, poisoned = _run(generator, describer, job, cancelled, send)
-            cancelled.discard(job.id)
-            if isinstance(outcome, TERMINAL_EVENTS):
-                send(outcome)
+        while (group := jobs.get()) is not None:
+            if len(group) == 1:
+                one, poisoned = _run(generator, describer, group[0], cancelled, send)
+                outcomes = [one]
             else:
+                outcomes, poisoned = _run_together(generator, group, cancelled, send)
+            for job, outcome in zip(group, outcomes, strict=True):
+                cancelled.discard(job.id)
+                if isinstance(outcome, TERMINAL_EVENTS):
+                    send(outcome)
+                    continue
                 send(Drawn(job.id))
                 while len(saving) >= MAX_SAVING:
                     saving.popleft().result()
@@ -174,7 +180,9 @@ def _failure(job_id: str, error: Exception) -> str:
     return UNEXPECTED
 
 
-def _receive(commands: Connection, jobs: queue.Queue[Job | None], cancelled: set[str]) -> None:
+def _receive(
+    commands: Connection, jobs: queue.Queue[tuple[Job, ...] | None], cancelled: set[str]
+) -> None:
     while True:
         try:
             message = commands.recv()
@@ -182,7 +190,9 @@ def _receive(commands: Connection, jobs: queue.Queue[Job | None], cancelled: set
             jobs.put(None)
             return
         if message[0] == "run":
-            jobs.put(message[1])
+            jobs.put((message[1],))
+        elif message[0] == "run_together":
+            jobs.put(tuple(message[1]))
         elif message[0] == "cancel":
             cancelled.add(message[1])
 
@@ -237,14 +247,12 @@ def _run(
 ) -> tuple[Done | Failed | Cancelled | Drawing, bool]:
     """The job's terminal event (or, drawn, its images to save), and whether the process must
     end after it (a GPU fault)."""
-    from engine.generate import GenerationError, JobCancelledError
-    from engine.loader import ModelLoadError
-    from engine.storage import StorageError
+    from engine.generate import JobCancelledError
 
     def progress(step: int, total: int, preview: bytes | None) -> None:
         send(Progress(job.id, step, total, preview))
 
-    try:
+    def attempt() -> JobResult | Drawing:
         if job.id in cancelled:
             raise JobCancelledError
         loaded, load, run = _work(generator, describer, job)
@@ -254,20 +262,76 @@ def _run(
         if job.id in cancelled:  # cancelled while its model loaded
             raise JobCancelledError
         send(Started(job.id))
-        result = run(job, progress, lambda: job.id in cancelled)
-    except JobCancelledError:
-        return Cancelled(job.id), False
-    except StorageError as error:  # a full disk: nothing half-written is left behind
-        return Failed(job.id, _failure(job.id, error)), False
-    except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
-        # FileNotFoundError: a vary/upscale source (or a described image) no longer in storage
-        logger.warning("job %s failed: %s", job.id, error, exc_info=True)
-        return Failed(job.id, hide_paths(str(error))), False
-    except Exception as error:
-        logger.exception("job %s failed", job.id)
-        if poisons_the_device(error):
-            return Failed(job.id, GPU_FAULT), True
-        return Failed(job.id, UNEXPECTED), False
+        return run(job, progress, lambda: job.id in cancelled)
+
+    result, poisoned = _attempt(job.id, attempt)
     if isinstance(result, JobResult):
         return Done(job.id, result), False
-    return result, False
+    return result, poisoned
+
+
+def _run_together(
+    generator: Generator,
+    jobs: tuple[Job, ...],
+    cancelled: set[str],
+    send: Callable[[JobEvent], None],
+) -> tuple[list[Done | Failed | Cancelled | Drawing], bool]:
+    """Jobs drawn in one batch (Generator.draw_together): each one's outcome, as `_run`'s. An
+    error fails them all (each told why); a job cancelled meanwhile ends Cancelled."""
+    from engine.generate import JobCancelledError
+
+    first = jobs[0]
+
+    def attempt() -> list[Drawing | None]:
+        if all(job.id in cancelled for job in jobs):
+            raise JobCancelledError
+        if not generator.is_loaded(first):
+            for job in jobs:
+                send(Loading(job.id, job.model))
+        generator.load(first)
+        for job in jobs:
+            send(Started(job.id))
+
+        def progress(job_id: str) -> ProgressFn:
+            return lambda step, total, preview: send(Progress(job_id, step, total, preview))
+
+        return generator.draw_together(
+            jobs,
+            [progress(job.id) for job in jobs],
+            [partial(lambda job_id: job_id in cancelled, job.id) for job in jobs],
+        )
+
+    drawn, poisoned = _attempt(first.id, attempt)
+    if not isinstance(drawn, list):  # one terminal event for all, each with its own id
+        return [replace(drawn, job_id=job.id) for job in jobs], poisoned
+    return [
+        Cancelled(job.id) if drawing is None else drawing
+        for job, drawing in zip(jobs, drawn, strict=True)
+    ], poisoned
+
+
+T = TypeVar("T")
+
+
+def _attempt(job_id: str, attempt: Callable[[], T]) -> tuple[T | Failed | Cancelled, bool]:
+    """`attempt()`, or the terminal event an error in it comes to, and whether the process must
+    end after it (a GPU fault)."""
+    from engine.generate import GenerationError, JobCancelledError
+    from engine.loader import ModelLoadError
+    from engine.storage import StorageError
+
+    try:
+        return attempt(), False
+    except JobCancelledError:
+        return Cancelled(job_id), False
+    except StorageError as error:  # a full disk: nothing half-written is left behind
+        return Failed(job_id, _failure(job_id, error)), False
+    except (GenerationError, ModelLoadError, ConfigError, FileNotFoundError) as error:
+        # FileNotFoundError: a vary/upscale source (or a described image) no longer in storage
+        logger.warning("job %s failed: %s", job_id, error, exc_info=True)
+        return Failed(job_id, hide_paths(str(error))), False
+    except Exception as error:
+        logger.exception("job %s failed", job_id)
+        if poisons_the_device(error):
+            return Failed(job_id, GPU_FAULT), True
+        return Failed(job_id, UNEXPECTED), False

@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 from tests.bot.test_web_browser import driver
+from tests.bot.test_web_browser import pytestmark as without_a_browser_skip
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.discord.test_region_web import region_link, start_with_web
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), without_a_browser_skip]
 
 __all__ = ["driver", "harness"]
 

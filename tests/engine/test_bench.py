@@ -59,3 +59,22 @@ def test_bench_cold_start_launches_the_engine_twice_to_the_first_grid(
         started, grid = float(run[-2]), float(run[-1])
         assert 0 < started <= grid
     assert len(list((tmp_path / "data" / "images").iterdir())) == 2  # one grid each run
+
+
+def test_bench_batching_times_batched_and_one_at_a_time_in_one_run(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    args = ["bench", "--batching", "--size", "64", "--steps", "2", "--repeats", "1"]
+
+    assert main([*args, "--json", "--config", str(config)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["size"], figures["jobs"], figures["batch_pixels"]) == (64, 8, 1024 * 1024)
+    assert figures["alone_s"] > 0 and figures["batched_s"] > 0
+    assert figures["speedup"] == pytest.approx(figures["alone_s"] / figures["batched_s"])
+    # both engines drew every burst: warm-up and one round, 8 grids each
+    assert len(list((tmp_path / "data" / "images").iterdir())) == 2 * (8 + 8)
+    assert main([*args, "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("batching: 8 grids from 8 users, model tiny at 64²")
+    assert lines[-1].startswith("throughput gained: ")

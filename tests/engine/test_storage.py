@@ -134,3 +134,33 @@ def test_image_prompts_are_kept_by_content_and_pruned_after_keep_days_without_us
     assert prune_inputs(store.root, keep_days=0) == 0  # 0: kept for ever
     with pytest.raises(ValueError):
         store.path("../../etc/passwd")
+
+
+def _idat_zlib_level(png: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib header: 0 is what zlib writes for the fastest modes
+    (Huffman-only among them), 2 for its default level."""
+    start = png.index(b"IDAT") + 4
+    return png[start + 1] >> 6
+
+
+def test_saved_pngs_are_lossless_huffman_only_and_no_bigger_than_the_default(
+    tmp_path: Path,
+) -> None:
+    # A picture like a diffusion model's: smooth colour fields with fine grain.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    low = Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8))
+    smooth = np.asarray(low.resize((256, 256), Image.Resampling.BICUBIC)).astype(np.int16)
+    pixels = np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    store = ImageStore(tmp_path)
+    path = store.save(image, store.image_path("a" * 32, 0), {"seed": 7})
+    saved = path.read_bytes()
+    default = io.BytesIO()
+    image.save(default, format="PNG")
+    assert _idat_zlib_level(saved) == 0 and _idat_zlib_level(default.getvalue()) == 2
+    assert len(saved) <= len(default.getvalue()) * 1.01
+    with Image.open(path) as back:
+        assert np.array_equal(np.asarray(back.convert("RGB")), pixels)
+        assert "imagine-bot" in back.text
