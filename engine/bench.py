@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engine.client import EngineClient
-from engine.config import RANDOM_SDXL_PRESET, EngineConfig, SpeedConfig
+from engine.config import RANDOM_SDXL_PRESET, EngineConfig, ModelPreset, SpeedConfig
 from engine.generate import Generator
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
 from engine.loader import load_pipeline, resolve_device
@@ -88,6 +88,17 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     return "\n".join(lines)
 
 
+def _sized(
+    config: EngineConfig, model: str, size: int, steps: int
+) -> tuple[EngineConfig, ModelPreset]:
+    """`config` whose default preset is `model` drawn at `size`² in `steps` steps."""
+    config = with_bench_presets(config)
+    preset = replace(config.preset(model), base_resolution=size, steps=steps)
+    return replace(
+        config, model=preset.name, presets={**config.presets, preset.name: preset}
+    ), preset
+
+
 def stock_config(config: EngineConfig) -> EngineConfig:
     """What the direct calls run with: stock diffusers, as a user would call it (on CUDA float16
     and no speed switch; on a CPU float32, the engine's own precision there)."""
@@ -111,9 +122,7 @@ def run_overhead(
     diffusers calls on the same weights, in one run: one grid, and `jobs` grids back to back
     from several users. Medians of `repeats` interleaved rounds; ratios > 1 are the engine's
     overhead."""
-    config = with_bench_presets(config)
-    preset = replace(config.preset(model), base_resolution=size, steps=steps)
-    config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
+    config, preset = _sized(config, model, size, steps)
     pipe: Any = load_pipeline(preset, stock_config(config))  # its __call__ is typed dynamically
     seeds = [7, 8, 9, 10]
 
@@ -137,11 +146,6 @@ def run_overhead(
         for _ in range(jobs):
             direct()
 
-    def timed(run: Callable[[], object]) -> float:
-        started = time.perf_counter()
-        run()
-        return time.perf_counter() - started
-
     # Interleaved, direct then engine, round after round: a shared machine's speed drifts by
     # ±20% over minutes, and each pair then sees the same drift.
     times: dict[str, list[float]] = {"direct": [], "engine": [], "direct_n": [], "engine_n": []}
@@ -159,9 +163,9 @@ def run_overhead(
             direct()  # warm-up, both paths
             await engine_timed(["warm-up"])
             for _ in range(repeats):
-                times["direct"].append(timed(direct))
+                times["direct"].append(_timed(direct, 1))
                 times["engine"].append(await engine_timed(["bench"]))
-                times["direct_n"].append(timed(burst))
+                times["direct_n"].append(_timed(burst, 1))
                 owners = [f"user{i % 4}" for i in range(jobs)]
                 times["engine_n"].append(await engine_timed(owners))
 
@@ -193,9 +197,7 @@ def run_batching(
     """`jobs` grids from as many users, through the engine with batching as configured
     (`[engine] batch_pixels`) and with it off (one job at a time), interleaved round after
     round in one run; medians, and the throughput gained."""
-    config = with_bench_presets(config)
-    preset = replace(config.preset(model), base_resolution=size, steps=steps)
-    config = replace(config, model=preset.name, presets={**config.presets, preset.name: preset})
+    config, preset = _sized(config, model, size, steps)
     times: dict[str, list[float]] = {"batched": [], "alone": []}
 
     async def burst(engine: EngineClient, round_: int) -> float:

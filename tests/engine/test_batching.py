@@ -5,6 +5,7 @@ process."""
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def test_jobs_drawn_together_get_the_images_each_gets_alone(generator: Generator
         # each job its own progress and previews (of its own four images)
         assert [step for step, _, _ in recorder.steps] == list(range(1, 9))
         previews = [p for _, _, p in recorder.steps if p is not None]
-        assert previews and Image.open(__import__("io").BytesIO(previews[0])).size[0] > 0
+        assert previews and Image.open(io.BytesIO(previews[0])).size[0] > 0
 
 
 def test_a_job_cancelled_while_drawn_with_others_ends_alone(generator: Generator) -> None:
