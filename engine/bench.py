@@ -17,9 +17,10 @@ import torch
 
 from engine.client import EngineClient
 from engine.config import RANDOM_SDXL_PRESET, EngineConfig, ModelPreset, SpeedConfig
-from engine.generate import Generator
+from engine.generate import Generator, LoadedModel
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
 from engine.loader import load_pipeline, resolve_device
+from engine.preview import LATENT_SCALE
 from engine.prompt import parse_prompt
 
 PROMPT = "a lighthouse at dusk, dramatic sky"
@@ -85,7 +86,29 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
         f"{'path':<40} {'seconds':>8} {'ratio':>6}",
     ]
     lines += [f"{name:<40} {seconds:>8.3f} {seconds / base:>6.2f}" for name, seconds in results]
+    lines.append(preview_cost(config, loaded, base, repeats))
     return "\n".join(lines)
+
+
+def preview_cost(config: EngineConfig, loaded: LoadedModel, grid_s: float, repeats: int) -> str:
+    """One preview's decode (a 4-image grid's latents at the preset's size → JPEG), and what the
+    previews shown as configured cost a grid that takes `grid_s`."""
+    side = loaded.preset.base_resolution // LATENT_SCALE
+    pipe = loaded.pipe
+    latents = torch.randn(4, 4, side, side, device=pipe.device, dtype=pipe.dtype)
+    each = _timed(lambda: loaded.preview.jpeg(latents), max(5, repeats))
+    kind = "TAESD" if loaded.preview.taesd is not None else "latent projection"
+    if not config.preview_every:
+        return f"previews: off; one would take {each * 1000:.1f} ms ({kind})"
+    steps = loaded.preset.steps
+    interval = config.preview_interval_s
+    shown = steps // config.preview_every
+    if interval > 0:  # the first as soon as due, then at most one per interval
+        shown = min(shown, 1 + int(grid_s // interval))
+    return (
+        f"previews: {each * 1000:.1f} ms each ({kind}); {shown} a grid as configured "
+        f"(≤ 1 per {interval:g} s): {each * shown / grid_s:.1%} of the grid's time"
+    )
 
 
 def _sized(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from engine.grid import make_grid
@@ -34,7 +35,12 @@ _FACTORS = {
 
 
 class PreviewDecoder:
-    """Latents (B, 4, h, w) → one JPEG of all B images side by side in a grid."""
+    """Latents (B, 4, h, w) → one JPEG of all B images side by side in a grid.
+
+    Everything up to the last step runs on the latents' device, small: TAESD decodes latents
+    shrunk so that its output is just over PREVIEW_SIDE (not the full image: at SDXL's 1024²
+    that is a 25th of the work), the projection works at the latents' own resolution, and only
+    the final uint8 thumbnails are copied to the CPU."""
 
     def __init__(self, family: str, taesd: torch.nn.Module | None = None):
         factors, bias = _FACTORS.get(family, _FACTORS["sd"])
@@ -44,25 +50,45 @@ class PreviewDecoder:
 
     @torch.no_grad()
     def images(self, latents: torch.Tensor) -> list[Image.Image]:
+        height, width = latents.shape[-2:]
         if self.taesd is not None:
             taesd: Any = self.taesd  # an AutoencoderTiny; torch.nn.Module types no device/dtype
-            decoded = taesd.decode(latents.to(taesd.device, taesd.dtype)).sample
-            rgb = decoded.float().clamp(-1, 1).permute(0, 2, 3, 1)
+            small = _shrink(latents.to(taesd.device, taesd.dtype), PREVIEW_SIDE / LATENT_SCALE)
+            rgb = taesd.decode(small).sample.float()
+            height, width = height * LATENT_SCALE, width * LATENT_SCALE  # the image's own
         else:
-            x = latents.float().cpu().permute(0, 2, 3, 1)
-            rgb = (x @ self.factors + self.bias).clamp(-1, 1)
-        pixels = ((rgb + 1) * 127.5).round().byte().cpu().numpy()
-        out = []
-        for array in pixels:
-            image = Image.fromarray(array)
-            image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-            out.append(image)
-        return out
+            factors = self.factors.to(latents.device)
+            rgb = torch.einsum("bchw,cr->brhw", latents.float(), factors)
+            rgb = rgb + self.bias.to(latents.device)[:, None, None]
+        height, width = _fit(height, width, PREVIEW_SIDE)
+        if (height, width) != tuple(rgb.shape[-2:]):
+            rgb = F.interpolate(rgb, size=(height, width), mode="bilinear", antialias=True)
+        pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+        return [Image.fromarray(array) for array in pixels.cpu().numpy()]
 
     def jpeg(self, latents: torch.Tensor) -> bytes:
         buffer = io.BytesIO()
         make_grid(self.images(latents)).save(buffer, format="JPEG", quality=70)
         return buffer.getvalue()
+
+
+LATENT_SCALE = 8  # image pixels per latent pixel, for SD's, SDXL's and TAESD's VAEs
+
+
+def _fit(height: int, width: int, side: float) -> tuple[int, int]:
+    """(height, width) scaled down to fit within side × side (never up)."""
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _shrink(latents: torch.Tensor, side: float) -> torch.Tensor:
+    """`latents` averaged down by a whole factor to no less than `side` on the longer side."""
+    height, width = latents.shape[-2:]
+    factor = max(1, int(max(height, width) // side))
+    if factor == 1:
+        return latents
+    size = (max(1, round(height / factor)), max(1, round(width / factor)))
+    return F.interpolate(latents, size=size, mode="area")
 
 
 def load_taesd(

@@ -78,3 +78,28 @@ def test_bench_batching_times_batched_and_one_at_a_time_in_one_run(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("batching: 8 grids from 8 users, model tiny at 64²")
     assert lines[-1].startswith("throughput gained: ")
+
+
+def test_bench_times_the_engines_paths_and_what_previews_cost(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, models_dir)
+
+    assert main(["bench", "--repeats", "1", "--config", str(config)]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model tiny on CPU") and lines[1].split() == [
+        "path",
+        "seconds",
+        "ratio",
+    ]
+    rows = {line[:40].strip(): line[40:].split() for line in lines[2:-1]}
+    assert len(rows) == 10 and rows["grid of 4 (one batch)"][1] == "1.00"
+    assert all(float(seconds) > 0 for seconds, _ in rows.values())
+    # previews: the latent projection (no TAESD in the tiny preset), at most 1 per 2 s as the
+    # bot's default edit interval; its share is of the first row's time
+    preview = lines[-1]
+    assert preview.startswith("previews: ") and "(latent projection)" in preview
+    assert "a grid as configured (≤ 1 per 2 s)" in preview and preview.endswith(
+        "of the grid's time"
+    )
