@@ -43,6 +43,7 @@ class LoadReport:
     rounds: int
     sent: int  # /imagine interactions
     acks_s: tuple[float, ...]  # each acked interaction: sent → its callback accepted
+    uploads_s: tuple[float, ...]  # each delivered job: its /imagine sent → its grid uploaded
     unacked: int  # interactions Discord would have shown as "did not respond"
     accepted: tuple[str, ...]  # job ids, in the order they were queued
     refusals: tuple[str, ...]  # the private answers of the refused interactions
@@ -54,13 +55,7 @@ class LoadReport:
     fake_mb: tuple[float, ...] = ()
 
     def ack_percentile(self, share: float) -> float:
-        ordered = sorted(self.acks_s)
-        return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-    def _ack_ms(self) -> list[float]:
-        if not self.acks_s:
-            return []
-        return [self.ack_percentile(share) * 1000 for share in (0.5, 0.99, 1.0)]
+        return _percentile(self.acks_s, share)
 
     def table(self) -> str:
         minutes = self.elapsed_s / 60
@@ -71,6 +66,10 @@ class LoadReport:
             (
                 "ack p50 / p99 / max",
                 " / ".join(f"{self.ack_percentile(q) * 1000:.0f} ms" for q in (0.5, 0.99, 1.0)),
+            ),
+            (
+                "/imagine → grid upload p50 / p99 / max",
+                " / ".join(f"{_percentile(self.uploads_s, q):.1f} s" for q in (0.5, 0.99, 1.0)),
             ),
             ("jobs accepted / refused", f"{len(self.accepted)} / {len(self.refusals)}"),
             ("jobs delivered", str(self.delivered)),
@@ -89,6 +88,12 @@ class LoadReport:
             )
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _percentile(values: tuple[float, ...], share: float) -> float:
+    """The value `share` of the way up the sorted values (nearest rank); 0 for none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))] if ordered else 0.0
 
 
 class _RecordedHandle:
@@ -233,6 +238,7 @@ async def _bursts(
         rounds=rounds,
         sent=len(sent),
         acks_s=tuple(acks),
+        uploads_s=_upload_times(fake, sent),
         unacked=sum(1 for i in sent if i.acked_at is None),
         accepted=tuple(engine.accepted),
         refusals=refusals,
@@ -242,6 +248,35 @@ async def _bursts(
         rss_mb=tuple(memory),
         fake_mb=tuple(held),
     )
+
+
+def _upload_times(fake: FakeDiscord, sent: list[FakeInteraction]) -> tuple[float, ...]:
+    """For each public (accepted) /imagine: from sending it to the first upload of a file
+    that is not a progress preview (its grid) on its message, by its token or the message."""
+    first: dict[str, float] = {}  # "token:…" or "message:…" → when its first grid came
+    for request in fake.requests:
+        if request.injected or request.status >= 300:
+            continue
+        if all((part.filename or "").startswith("preview.") for part in request.files):
+            continue  # no file, or only a preview
+        token, message = request.params.get("token"), request.params.get("message_id")
+        for key in (
+            f"token:{token}" if token else "",
+            f"message:{message}" if message and message.isdigit() else "",
+        ):
+            if key:
+                first.setdefault(key, request.answered_at)
+    times = []
+    for interaction in sent:
+        if interaction.acked_at is None or interaction.ephemeral:
+            continue
+        keys = [f"token:{interaction.token}"]
+        if interaction.original_message_id is not None:
+            keys.append(f"message:{interaction.original_message_id}")
+        uploaded = [first[key] for key in keys if key in first]
+        if uploaded:
+            times.append(min(uploaded) - interaction.dispatched_at)
+    return tuple(times)
 
 
 def _fake_mb(fake: FakeDiscord) -> float:

@@ -109,6 +109,7 @@ class RecordedRequest:
     status: int = 0
     response: Any = None
     injected: bool = False  # answered with a failure that fail_next() or flaky() injected
+    answered_at: float = 0.0  # the event loop's clock when the fake answered it
 
     @property
     def payload(self) -> Payload:
@@ -812,6 +813,7 @@ class FakeDiscord:
             record = await _read_request(request, route)
             response = await self._answer(record, handler, bot_auth=bot_auth)
             record.status = response.status
+            record.answered_at = asyncio.get_running_loop().time()
             self.requests.append(record)
             await self._notify()
             return response
