@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.prompt.flags import parse_aspect
 from engine.prompt.request import NAMED_STYLES, SAMPLERS, normalize_version
 
 FAMILIES = ("sd", "sdxl")
@@ -193,6 +194,9 @@ class SpeedConfig:
     channels_last: bool = True
     fuse_qkv: bool = False
     compile: str = "off"  # one of COMPILE_MODES
+    # With compile on: the aspect ratios (W, H) of the default preset compiled in the background
+    # after start-up, while no job waits (so the first job at one of them does not compile)
+    warm_up: tuple[tuple[int, int], ...] = ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3))
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,20 @@ def _styles(
     return tuple(sorted(styles.items()))
 
 
+def _aspects(values: list[Any]) -> tuple[tuple[int, int], ...]:
+    """[engine] warm_up = ["1:1", "16:9"]: aspect ratios as --ar takes them."""
+    aspects = []
+    for value in values:
+        try:
+            aspects.append(parse_aspect(value) if isinstance(value, str) else parse_aspect(""))
+        except ValueError:
+            raise ConfigError(
+                f"engine.warm_up holds {value!r}; it takes aspect ratios as --ar does, "
+                'whole numbers from 1:8 to 8:1 (like ["1:1", "16:9"])'
+            ) from None
+    return tuple(dict.fromkeys(aspects))
+
+
 def _versions(table: Mapping[str, Any], presets: Mapping[str, ModelPreset]) -> dict[str, str]:
     """[versions] "6.1" = "sdxl": which preset a Midjourney version runs on."""
     versions: dict[str, str] = {}
@@ -429,6 +447,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "channels_last",
             "fuse_qkv",
             "compile",
+            "warm_up",
         },
         "engine",
     )
@@ -472,6 +491,9 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             compile=_choice(
                 take(engine, "compile", str, "off", "engine"), COMPILE_MODES, "engine.compile"
             ),
+            warm_up=_aspects(take(engine, "warm_up", list, [], "engine"))
+            if "warm_up" in engine
+            else SpeedConfig.warm_up,
         ),
         max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
         presets=presets,

@@ -37,13 +37,15 @@ from engine.canvas import CanvasError
 from engine.config import EngineConfig, ModelPreset
 from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
-from engine.jobs import Job, JobKind, JobResult
+from engine.jobs import Job, JobKind, JobResult, imagine_job
 from engine.loader import load_inpaint, load_pipeline, model_revision, public_source
 from engine.noise import initial_noise, stop_sigmas
 from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_size
 from engine.preview import PreviewDecoder, load_taesd
+from engine.prompt import parse_prompt
 from engine.prompt.request import SEED_MAX
 from engine.samplers import make_scheduler
+from engine.speed import compiled
 from engine.storage import ImageStore, InputStore
 from engine.tiles import blend_tiles, tile_boxes
 
@@ -222,6 +224,19 @@ class Generator:
             )
             logger.info("loaded model %s in %.1f s", preset.name, time.monotonic() - started)
         return self._models[preset.name]
+
+    def warm_ups(self, name: str) -> list[Job]:
+        """One-step grids of preset `name` at the [engine] warm_up ratios, to draw (never save)
+        while no job waits, when its UNet is compiled: each compiles it for that size ahead of
+        the first job there. None when the preset is not loaded or not compiled."""
+        model = self._models.get(self.config.preset(name).name)
+        if model is None or not compiled(model.pipe):
+            return []
+        request = parse_prompt("warm-up")
+        return [
+            imagine_job(replace(request, aspect=aspect, steps=1, seed=0), model=name, owner="")
+            for aspect in self.config.speed.warm_up
+        ]
 
     def run(self, job: Job, progress: ProgressFn, cancelled: CancelFn) -> JobResult:
         """Draw `job`, then save it: its files written, its result."""

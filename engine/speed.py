@@ -15,14 +15,17 @@ yet: `scripts/gpu-check` runs the benchmark with them on, and its figures should
   replaces the fused attention processors: off until measured.
 - compile (off): `regional` compiles the UNet's repeated transformer blocks with torch.compile
   (seconds, not the minutes a whole-UNet compile takes); the compiled code is cached under the
-  models directory (`compile-cache`), so a restart reuses it. The first job at each new size
-  compiles (a few seconds per aspect ratio).
+  models directory (`compile-cache`), so a restart reuses it. The first call at each new size
+  compiles (a few seconds per aspect ratio): `warm_up` ratios (1:1, 16:9, 9:16, 3:2, 2:3 by
+  default) are compiled by the engine process right after start-up, one at a time and only
+  while no job waits (engine/worker.py), so the first job at those sizes does not wait for it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +63,28 @@ def tune(pipe: Any, speed: SpeedConfig, models_dir: Path, *, force: bool = False
         applied.append("compile:regional")
     logger.info("speed switches on: %s", ", ".join(applied) or "none")
     return applied
+
+
+def compiled(pipe: Any) -> bool:
+    """Whether some of the pipeline's UNet is compiled (by `tune`): its first call at each new
+    shape compiles, which warming up does ahead of the jobs."""
+    return any(
+        getattr(module, "_compiled_call_impl", None) is not None for module in pipe.unet.modules()
+    )
+
+
+def warm(pipe: Any, width: int, height: int, guidance: float) -> float:
+    """One denoising step of a 4-image grid at width × height, guided as the preset's jobs are
+    (the UNet sees the batch shape theirs have), up to the latents; its seconds."""
+    started = time.monotonic()
+    with torch.inference_mode():
+        pipe(
+            prompt="",
+            num_images_per_prompt=4,
+            width=width,
+            height=height,
+            num_inference_steps=1,
+            guidance_scale=guidance,
+            output_type="latent",
+        )
+    return time.monotonic() - started

@@ -16,6 +16,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -121,11 +122,17 @@ def serve(
         except Exception:  # the first job reports it to its user; keep serving other presets
             logger.exception("could not preload model %s", preload)
         send(Preloaded())
+    warm_ups = deque(generator.warm_ups(preload) if preload is not None else ())
     saving: deque[Future[None]] = deque()
     # One thread: a job's save takes less time than the next one's drawing on any device worth
     # it, and a second would take a CPU core from torch.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-saver") as saver:
-        while (group := jobs.get()) is not None:
+        while True:
+            if warm_ups and jobs.empty():  # compile ahead only while no job waits
+                _warm_up(generator, warm_ups.popleft(), jobs)
+                continue
+            if (group := jobs.get()) is None:
+                break
             if len(group) == 1:
                 one, poisoned = _run(generator, describer, group[0], cancelled, send)
                 outcomes = [one]
@@ -145,6 +152,30 @@ def serve(
                     "a GPU fault makes this process unusable; exiting so that a new one starts"
                 )
                 return  # once the saver has written the jobs drawn before (leaving the `with`)
+
+
+def _warm_up(generator: Generator, job: Job, jobs: queue.Queue[Any]) -> None:
+    """Draw a warm-up grid (engine.generate.Generator.warm_ups), given up at its first step's
+    end if a job came meanwhile; its failure is only logged (a job at that size compiles)."""
+    from engine.generate import JobCancelledError
+
+    width, height = job.request.aspect
+    started = time.monotonic()
+    try:
+        generator.draw(job, lambda *_: None, lambda: not jobs.empty())
+    except JobCancelledError:
+        logger.info(
+            "warm-up at %d:%d cut short by a job (%.1f s)",
+            width,
+            height,
+            time.monotonic() - started,
+        )
+    except Exception:
+        logger.warning("warm-up at %d:%d failed", width, height, exc_info=True)
+    else:
+        logger.info(
+            "warmed up %s at %d:%d in %.1f s", job.model, width, height, time.monotonic() - started
+        )
 
 
 def _one_at_a_time(send: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -87,7 +87,8 @@ def _negative(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _aspect(value: str) -> tuple[int, int]:
+def parse_aspect(value: str) -> tuple[int, int]:
+    """ "W:H" (whole numbers, from 1:8 to 8:1) → (W, H) in lowest terms; ValueError otherwise."""
     match = _ASPECT.fullmatch(value)
     if not match:
         raise ValueError(value)
@@ -219,7 +220,7 @@ _MODEL_NAME = "a model name (letters, digits, `.`, `-`, `_`)"
 ASPECT_ACCEPTS = (
     f"W:H in whole numbers from 1:{MAX_ASPECT} to {MAX_ASPECT}:1 (like 16:9; not 1.5:1)"
 )
-_ASPECT_FLAG = Flag("aspect", "one", _aspect, ASPECT_ACCEPTS)
+_ASPECT_FLAG = Flag("aspect", "one", parse_aspect, ASPECT_ACCEPTS)
 _CHAOS = _whole("chaos", 0, 100)
 _STYLIZE = _whole("stylize", 0, 1000)
 _QUALITY = Flag("quality", "one", _quality, "a number (rounded to one of " + QUALITY_LIST + ")")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import FusedAttnProcessor2_0
 
-from engine.config import ConfigError, EngineConfig, SpeedConfig, parse_engine_config
+from engine.config import ConfigError, EngineConfig, ModelPreset, SpeedConfig, parse_engine_config
+from engine.generate import Generator
 from engine.loader import load_pipeline, resolve_dtype
 from engine.speed import CACHE_FOLDER, tune
 
@@ -40,6 +42,13 @@ def test_the_switches_are_read_from_the_engine_table() -> None:
     assert parse_engine_config({}).speed == SpeedConfig()  # tf32, channels_last; no fuse, compile
     with pytest.raises(ConfigError, match=r"engine\.compile"):
         parse_engine_config({"engine": {"compile": "max"}})
+    assert SpeedConfig().warm_up == ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3))
+    warm_up = parse_engine_config({"engine": {"warm_up": ["4:3", "8:6", "1:1"]}}).speed.warm_up
+    assert warm_up == ((4, 3), (1, 1))  # as --ar reads them, each once
+    assert parse_engine_config({"engine": {"warm_up": []}}).speed.warm_up == ()
+    for wrong in ("3:2.5", "9:1", 3):
+        with pytest.raises(ConfigError, match=r"engine\.warm_up holds .*from 1:8 to 8:1"):
+            parse_engine_config({"engine": {"warm_up": [wrong]}})
 
 
 def test_auto_precision_is_bfloat16_on_cuda_and_float32_on_the_cpu() -> None:
@@ -103,3 +112,38 @@ def test_on_cuda_the_defaults_are_applied_at_load(models_dir: Path) -> None:
     conv = pipe.unet.conv_in.weight  # type: ignore[attr-defined]
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert np.isfinite(draw(pipe)).all()
+
+
+def test_a_compiled_unet_is_warmed_up_at_the_configured_ratios_in_one_step(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    speed = SpeedConfig(channels_last=False, compile="regional", warm_up=((1, 1), (16, 9)))
+    config = EngineConfig(
+        model="tiny", device="cpu", storage=tmp_path / "data", cache_dir=models_dir, speed=speed
+    )
+
+    def compiling(preset: ModelPreset, config: EngineConfig) -> Any:
+        pipe = load_pipeline(preset, config)
+        tune(pipe, config.speed, config.models_dir, force=True)  # as on CUDA
+        return pipe
+
+    plain, compiled = Generator(config), Generator(config, loader=compiling)
+    assert plain.warm_ups("tiny") == compiled.warm_ups("tiny") == []  # nothing loaded yet
+    plain.model("tiny"), compiled.model("tiny")
+
+    assert plain.warm_ups("tiny") == []  # nothing compiled (what the CPU always is): no warm-up
+    warm_ups = compiled.warm_ups("tiny")
+    assert [(job.request.aspect, job.request.steps) for job in warm_ups] == [
+        ((1, 1), 1),
+        ((16, 9), 1),
+    ]
+    # each is a grid as a job at that ratio draws it, its UNet called with the jobs' batch:
+    # 4 images, twice (guided). (Drawn on the plain pipeline: compiling takes ~20 s on a CPU.)
+    shapes: list[tuple[int, ...]] = []
+    unet = plain.model("tiny").pipe.unet
+    unet.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    drawing = plain.draw(warm_ups[1], lambda *_: None, lambda: False)
+    assert [image.size for image in drawing.images] == [(168, 96)] * 4
+    assert shapes == [(8, 4, 12, 21)]
+    assert not (tmp_path / "data" / "images").exists()  # drawn, never saved

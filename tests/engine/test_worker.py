@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -259,3 +260,66 @@ def test_the_process_ends_only_once_its_drawn_jobs_are_saved(
     assert [type(e) for e in served.events_of(1)] == [Done]
     served.thread.join(TIMEOUT)
     assert not served.thread.is_alive()
+
+
+class WarmingGenerator(SlowSaver):
+    """Two warm-ups (1:1, 16:9) once the preset is loaded; the first waits for `go_on`, then
+    until a job waits (its `cancelled()`): what serve() drew, in order, in `drawn`."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.drawn: list[object] = []
+        self.warming = threading.Event()
+        self.go_on = threading.Event()
+
+    def warm_ups(self, name: str) -> list[Job]:
+        request = parse_prompt("warm-up")
+        return [
+            imagine_job(replace(request, aspect=aspect, steps=1), model=name)
+            for aspect in ((1, 1), (16, 9))
+        ]
+
+    def draw(self, job: Job, progress: Any, cancelled: Any) -> Drawing:
+        warm_up = job.owner == ""
+        self.drawn.append(job.request.aspect if warm_up else job.owner)
+        if warm_up and len(self.drawn) == 1:
+            self.warming.set()
+            assert self.go_on.wait(TIMEOUT)
+            for _ in range(100):  # until the job sent meanwhile is queued
+                if cancelled():
+                    self.drawn.append("told a job waits")
+                    break
+                threading.Event().wait(0.05)
+        drawing = super().draw(job, progress, cancelled)
+        self.release[job.id].set()
+        return drawing
+
+
+def test_after_preloading_warm_ups_run_only_while_no_job_waits(
+    tmp_path: Path, close_pipes: list[Connection]
+) -> None:
+    generator = WarmingGenerator(tmp_path)
+    commands_in, commands = Pipe(duplex=False)
+    events, events_out = Pipe(duplex=False)
+    close_pipes.append(commands)
+    threading.Thread(
+        target=serve, args=(generator, commands_in, events_out, "tiny"), daemon=True
+    ).start()
+
+    assert generator.warming.wait(TIMEOUT)  # the first warm-up, with nothing queued
+    waiting = job()
+    commands.send(("run", waiting))
+    generator.go_on.set()
+
+    done = None
+    while done is None:
+        assert events.poll(TIMEOUT), "no event in time"
+        if isinstance(event := events.recv(), Done):
+            done = event
+    assert done.job_id == waiting.id  # the job's own events only: warm-ups send none
+    for _ in range(100):
+        if len(generator.drawn) == 4:
+            break
+        threading.Event().wait(0.05)
+    # the first warm-up was told to stop, the job went next, the second warm-up once idle again
+    assert generator.drawn == [(1, 1), "told a job waits", "u", (16, 9)]
