@@ -4,7 +4,10 @@ On a small model or at a low resolution one call for 8 or 16 images draws faster
 four calls of 4 (the device is not full with 4); at SDXL's 1024² it is already full. So imagine
 jobs that would run with the same plan (model, size, steps, sampler, guidance, --chaos, --stop)
 and --tile go together, while their images fit `[engine] batch_pixels`. Only jobs next to each
-other in the fair queue's order: batching never lets a job overtake another. Each image keeps
+other in the fair queue's order, and one per owner (a turn each, as the queue gives them): batching
+never lets a job overtake another, and nobody's second job starts with their first, which is
+what `[limits] max_running_per_user` promises and how a user arriving a moment later still gets
+the next turn. Each image keeps
 its own seed, so a job's images are those it would get alone (engine.generate). Pure Python:
 the client (no torch) decides, the engine process draws.
 """
@@ -49,6 +52,8 @@ def take_together(first: Job, queue: FairQueue, config: EngineConfig) -> list[Jo
     jobs, used = [first], pixels(first, config)
 
     def fits(job: Job) -> bool:
+        if any(job.owner == taken.owner for taken in jobs):
+            return False
         return batch_key(job, config) == key and used + pixels(job, config) <= config.batch_pixels
 
     while (job := queue.get_nowait_if(fits)) is not None:

@@ -184,6 +184,7 @@ class JobLimits:
 
 
 COMPILE_MODES = ("off", "regional")
+PNG_ENCODERS = ("fast", "compact")  # [storage] png: engine.storage says what each costs
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class EngineConfig:
     storage: Path = Path("./data")  # images under storage/images, SQLite at storage/bot.sqlite3
     keep_days: float = 0.0  # images older than this are deleted (0: kept forever)
     max_gb: float = 0.0  # the oldest images are deleted past this many GB in all (0: no limit)
+    png: str = "fast"  # [storage] png, one of PNG_ENCODERS
     cache_dir: Path | None = None  # hub downloads and built-in models; None: storage/models
     preload: bool = True  # load the default preset when the engine process starts
     preview_every: int = 1  # a preview may come on every N-th step (0: never)…
@@ -451,7 +453,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         },
         "engine",
     )
-    check_keys(storage, {"path", "keep_days", "max_gb"}, "storage")
+    check_keys(storage, {"path", "keep_days", "max_gb", "png"}, "storage")
 
     presets = dict(DEFAULT_PRESETS)
     for name, table in models.items():
@@ -473,6 +475,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         storage=path(take(storage, "path", str, "./data", "storage")),
         keep_days=take(storage, "keep_days", float, 0.0, "storage"),
         max_gb=take(storage, "max_gb", float, 0.0, "storage"),
+        png=_choice(take(storage, "png", str, "fast", "storage"), PNG_ENCODERS, "storage.png"),
         cache_dir=path(cache_dir) if cache_dir else None,
         preload=take(engine, "preload", bool, True, "engine"),
         preview_every=take(engine, "preview_every", int, 1, "engine"),

@@ -168,7 +168,7 @@ class Generator:
         self.config = config
         self._clock = clock
         self._last_preview = -math.inf  # when the last preview was decoded (a job's first: soon)
-        self.store = ImageStore(config.images_dir)
+        self.store = ImageStore(config.images_dir, config.png)
         self.inputs = InputStore(config.inputs_dir)
         self._loader = loader
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first

@@ -252,7 +252,7 @@ def _edit_job(config: EngineConfig, reading: Reading, text: str, edit: LocalEdit
     )
     canvas.layout(operation, source.size, config.preset(first.model), config.limits)
     holder = new_job_id()
-    store = ImageStore(config.images_dir)
+    store = ImageStore(config.images_dir, config.png)
     store.save(source, store.image_path(holder, 0), {"kind": "local-file", "job_id": holder})
     return Job(
         id=new_job_id(),

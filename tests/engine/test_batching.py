@@ -69,6 +69,20 @@ def test_batching_stops_at_the_first_job_that_differs_and_never_reorders(
     assert taken(queue, config) == [c]
 
 
+def test_a_batch_holds_one_job_per_owner(engine_config: EngineConfig) -> None:
+    # Ann sent three before anyone else: drawn together they would all start at once, past
+    # [limits] max_running_per_user, and Bob, arriving a moment later, would wait for all three.
+    config = replace(engine_config, batch_pixels=8 * TINY_GRID)
+    ann = [job(f"a fox --seed {i}", "ann") for i in range(3)]
+    queue = queued(*ann)
+
+    assert taken(queue, config) == ann[:1]
+    bob = job("a fox --seed 9", "bob")
+    queue.put(bob)
+    assert taken(queue, config) == [bob, ann[1]]  # a turn each, in the queue's order
+    assert taken(queue, config) == [ann[2]]
+
+
 @pytest.mark.parametrize(
     "flags", ["--steps 4", "--chaos 20", "--stop 50", "--tile", "--q .5", "--cfg 9", "--hd"]
 )

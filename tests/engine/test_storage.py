@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from engine.config import ConfigError, parse_engine_config
 from engine.storage import (
     DISK_FULL,
     MIN_FREE_BYTES,
@@ -19,6 +22,7 @@ from engine.storage import (
     InputStore,
     StorageError,
     check_storage,
+    encode_png,
     prune,
     prune_inputs,
 )
@@ -77,11 +81,12 @@ def test_a_full_disk_while_saving_leaves_nothing_and_says_so(
     store = ImageStore(tmp_path)
     path = store.image_path("a" * 32, 0)
 
-    def full(self: Image.Image, fp: Path, *args: object, **kwargs: object) -> None:
-        Path(fp).write_bytes(b"half an ima")  # what a real write gets to before ENOSPC
+    def full(self: Path, data: bytes) -> int:
+        with open(self, "wb") as file:
+            file.write(data[:11])  # what a real write gets to before ENOSPC
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", full)
+    monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(StorageError) as info:
         store.save(Image.new("RGB", (8, 8)), path, {"prompt": "x"})
 
@@ -143,18 +148,27 @@ def _idat_zlib_level(png: bytes) -> int:
     return png[start + 1] >> 6
 
 
-def test_saved_pngs_are_lossless_huffman_only_and_no_bigger_than_the_default(
-    tmp_path: Path,
-) -> None:
-    # A picture like a diffusion model's: smooth colour fields with fine grain.
-    import numpy as np
-
+def _picture() -> np.ndarray:
+    """A picture like a diffusion model's: smooth colour fields with fine grain."""
     rng = np.random.default_rng(0)
     low = Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8))
     smooth = np.asarray(low.resize((256, 256), Image.Resampling.BICUBIC)).astype(np.int16)
-    pixels = np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
+    return np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def test_fast_pngs_are_at_most_a_third_larger_than_the_default() -> None:
+    image = Image.fromarray(_picture())
+    default = io.BytesIO()
+    image.save(default, format="PNG")
+    assert len(encode_png(image, {}, "fast")) <= len(default.getvalue()) * 1.33  # here: 1.14
+
+
+def test_compact_pngs_are_lossless_huffman_only_and_no_bigger_than_the_default(
+    tmp_path: Path,
+) -> None:
+    pixels = _picture()
     image = Image.fromarray(pixels)
-    store = ImageStore(tmp_path)
+    store = ImageStore(tmp_path, png="compact")
     path = store.save(image, store.image_path("a" * 32, 0), {"seed": 7})
     saved = path.read_bytes()
     default = io.BytesIO()
@@ -164,3 +178,46 @@ def test_saved_pngs_are_lossless_huffman_only_and_no_bigger_than_the_default(
     with Image.open(path) as back:
         assert np.array_equal(np.asarray(back.convert("RGB")), pixels)
         assert "imagine-bot" in back.text
+
+
+@pytest.mark.parametrize("encoder", ["fast", "compact"])
+def test_both_png_encoders_are_lossless_and_keep_the_parameters(
+    tmp_path: Path, encoder: str
+) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = pixels[:, :1]  # flat runs too, as in a picture
+    store = ImageStore(tmp_path, png=encoder)
+    metadata = {"prompt": "a lighthouse ü 灯台", "seed": 7, "steps": 20, "negative_prompt": ""}
+
+    path = store.save(Image.fromarray(pixels), store.image_path("b" * 32, 0), metadata)
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert np.array_equal(np.asarray(image), pixels)
+        assert json.loads(image.info["imagine-bot"]) == metadata
+        assert image.info["parameters"].startswith("a lighthouse ü 灯台\n")
+    assert list(path.parent.iterdir()) == [path]
+
+
+def test_the_fast_encoder_writes_text_chunks_as_pillow_does() -> None:
+    image = Image.new("RGBA", (5, 3), (10, 20, 30, 40))
+    texts = {"latin": "café", "unicode": "灯台"}
+
+    fast, compact = encode_png(image, texts, "fast"), encode_png(image, texts, "compact")
+
+    for png in (fast, compact):
+        with Image.open(io.BytesIO(png)) as decoded:
+            assert decoded.mode == "RGBA" and decoded.getpixel((4, 2)) == (10, 20, 30, 40)
+            assert {key: decoded.info[key] for key in texts} == texts
+    # the same chunks, byte for byte: tEXt for Latin-1, iTXt for the rest
+    assert b"tEXtlatin\x00caf\xe9" in fast and b"tEXtlatin\x00caf\xe9" in compact
+    assert "iTXtunicode\x00\x00\x00\x00\x00灯台".encode() in fast
+    assert "iTXtunicode\x00\x00\x00\x00\x00灯台".encode() in compact
+
+
+def test_storage_png_is_read_from_the_config() -> None:
+    assert parse_engine_config({}).png == "fast"
+    assert parse_engine_config({"storage": {"png": "compact"}}).png == "compact"
+    with pytest.raises(ConfigError, match=r"storage\.png must be one of fast, compact"):
+        parse_engine_config({"storage": {"png": "webp"}})
