@@ -411,8 +411,7 @@ class EngineClient:
         )
 
     def _position_in_queue(self, job_id: str) -> int:
-        ids = [job.id for job in self._queue.order()]
-        return ids.index(job_id) + 1 if job_id in ids else 0
+        return self._queue.place(job_id)
 
     def _announce_positions(self) -> None:
         for place, job in enumerate(self._queue.order(), start=1):

@@ -21,6 +21,10 @@ class FairQueue:
         self._last: str | None = None  # the owner of the job served last
         self._first: deque[Job] = deque()  # jobs to run again, before anyone's turn
         self._ready = asyncio.Event()
+        # order() and place(), worked out once per change: the bot asks for every queued job's
+        # place on every /imagine (the queue limits), which must not cost O(n²) in a burst
+        self._order: list[Job] | None = None
+        self._places: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._first) + sum(len(jobs) for jobs in self._jobs.values())
@@ -28,9 +32,11 @@ class FairQueue:
     def put_first(self, job: Job) -> None:
         """`job` next, ahead of every turn: a job to run again (its process died under it)."""
         self._first.append(job)
+        self._changed()
         self._ready.set()
 
     def put(self, job: Job) -> None:
+        self._changed()
         if job.owner not in self._jobs:
             self._jobs[job.owner] = deque()
             self._turns.append(job.owner)
@@ -39,9 +45,11 @@ class FairQueue:
 
     def get_nowait(self) -> Job | None:
         if self._first:
+            self._changed()
             return self._first.popleft()
         if not self._turns:
             return None
+        self._changed()
         owner = _next_owner(self._turns, self._last)
         jobs = self._jobs[owner]
         job = jobs.popleft()
@@ -71,10 +79,12 @@ class FairQueue:
         for job in self._first:
             if job.id == job_id:
                 self._first.remove(job)
+                self._changed()
                 return job
         for owner, jobs in self._jobs.items():
             for job in jobs:
                 if job.id == job_id:
+                    self._changed()
                     jobs.remove(job)
                     if not jobs:
                         del self._jobs[owner]
@@ -84,6 +94,21 @@ class FairQueue:
 
     def order(self) -> list[Job]:
         """Every queued job in the order it will start, if nothing else arrives."""
+        if self._order is None:
+            self._order = self._work_out_order()
+            self._places = {job.id: place for place, job in enumerate(self._order, start=1)}
+        return list(self._order)
+
+    def place(self, job_id: str) -> int:
+        """The job's 1-based place in order(); 0 when it is not queued."""
+        if self._order is None:
+            self.order()
+        return self._places.get(job_id, 0)
+
+    def _changed(self) -> None:
+        self._order = None  # worked out again when next asked for
+
+    def _work_out_order(self) -> list[Job]:
         pending = {owner: list(jobs) for owner, jobs in self._jobs.items()}
         turns = deque(self._turns)
         last = self._last
@@ -97,6 +122,7 @@ class FairQueue:
 
     def clear(self) -> list[Job]:
         jobs = self.order()
+        self._order = None
         self._first.clear()
         self._jobs.clear()
         self._turns.clear()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.jobs import Job, imagine_job
 from engine.prompt import parse_prompt
 from engine.queue import FairQueue
@@ -101,3 +104,29 @@ def test_an_owner_served_long_ago_keeps_their_place() -> None:
     queue.put(job("b"))
 
     assert owners(queue) == "ab"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("pgrfc"), st.sampled_from("abc")), max_size=40))
+def test_place_is_always_the_place_in_order(steps: list[tuple[str, str]]) -> None:
+    # place() is worked out once per change (the queue limits ask it of every job on every
+    # /imagine): after any mix of changes it must still say what order() says.
+    queue = FairQueue()
+    seen: list[Job] = []
+    for action, owner in steps:
+        if action == "p":
+            seen.append(job(owner))
+            queue.put(seen[-1])
+        elif action == "f":
+            seen.append(job(owner))
+            queue.put_first(seen[-1])
+        elif action == "g":
+            queue.get_nowait()
+        elif action == "r" and seen:
+            queue.remove(seen[len(seen) // 2].id)
+        elif action == "c":
+            queue.clear()
+        order = [queued.id for queued in queue._work_out_order()]  # from scratch, no cache
+        assert [queued.id for queued in queue.order()] == order
+        for each in seen:
+            assert queue.place(each.id) == (order.index(each.id) + 1 if each.id in order else 0)
