@@ -8,6 +8,9 @@ A thread reads the incoming pipe so a cancel arrives while a job runs.
 A job's images are saved (PNG encoding, the grid) by a saver thread, not by the loop: once a job
 is drawn the process says `Drawn` and starts the next one, and the saver sends the job's `Done`
 when its files are written. So only the device's work is on the path from one job to the next.
+
+With a compiled UNet the loop also draws warm-up grids after preloading (each size's first call
+compiles): one at a time, only while no job waits (Generator.warm_ups).
 """
 
 from __future__ import annotations
