@@ -70,7 +70,8 @@ def encode_png(image: Image.Image, texts: Mapping[str, str], encoder: str = "fas
     """`image` as a PNG (RGB, or RGBA when it has alpha) with `texts` as text chunks, by
     `encoder` ("fast" or "compact": above)."""
     if image.mode not in ("RGB", "RGBA"):
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if alpha else "RGB")
     if encoder == "compact":
         info = PngInfo()
         for key, value in texts.items():

@@ -210,6 +210,9 @@ def test_the_fast_encoder_writes_text_chunks_as_pillow_does() -> None:
         with Image.open(io.BytesIO(png)) as decoded:
             assert decoded.mode == "RGBA" and decoded.getpixel((4, 2)) == (10, 20, 30, 40)
             assert {key: decoded.info[key] for key in texts} == texts
+    grey = Image.new("LA", (2, 2), (100, 50))  # other modes: as RGB, or RGBA with their alpha
+    with Image.open(io.BytesIO(encode_png(grey, {}, "fast"))) as decoded:
+        assert decoded.mode == "RGBA" and decoded.getpixel((0, 0)) == (100, 100, 100, 50)
     # the same chunks, byte for byte: tEXt for Latin-1, iTXt for the rest
     assert b"tEXtlatin\x00caf\xe9" in fast and b"tEXtlatin\x00caf\xe9" in compact
     assert "iTXtunicode\x00\x00\x00\x00\x00灯台".encode() in fast
