@@ -47,6 +47,8 @@ class ModelPreset:
     revision: str | None = None
     variant: str | None = None  # e.g. "fp16" weights on the hub
     vae: str | None = None  # replace the VAE (e.g. an fp16-safe one)
+    # On CUDA, this preset's precision ("float16" with an fp16-safe VAE, …); None: [engine] dtype
+    dtype: str | None = None
     preview: str | None = (
         None  # a TAESD repo/directory for cheap previews; else a linear projection
     )
@@ -295,7 +297,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
     where = f"models.{name}"
     fields = {
         "source", "family", "base_resolution", "steps", "guidance", "sampler",
-        "revision", "variant", "vae", "preview", "style", "styles", "draft",
+        "revision", "variant", "vae", "dtype", "preview", "style", "styles", "draft",
         "ip_adapter", "ip_adapter_weights", "image_encoder", "inpaint",
     }  # fmt: skip
     check_keys(table, fields, where)
@@ -326,6 +328,7 @@ def parse_preset(name: str, table: Mapping[str, Any], base: ModelPreset | None) 
         revision=opt("revision", base.revision),
         variant=opt("variant", base.variant),
         vae=opt("vae", base.vae),
+        dtype=_preset_dtype(opt("dtype", base.dtype), where),
         preview=opt("preview", base.preview),
         style=take(table, "style", str, base.style, where),
         styles=_styles(table, base.styles, where),
@@ -374,6 +377,13 @@ def _styles(
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"{where}.styles.{name} must be a non-empty string, got {text!r}")
     return tuple(sorted(styles.items()))
+
+
+def _preset_dtype(value: str | None, where: str) -> str | None:
+    """A preset's own precision: one of DTYPES but "auto" (what leaving it out means)."""
+    if value is None:
+        return None
+    return _choice(value, tuple(d for d in DTYPES if d != "auto"), f"{where}.dtype")
 
 
 def _aspects(values: list[Any]) -> tuple[tuple[int, int], ...]:

@@ -64,6 +64,14 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def preset_dtype(preset: ModelPreset, config: EngineConfig, device: str) -> str:
+    """The precision `preset` loads in: its own on CUDA when it names one, else [engine] dtype
+    (half precision on a CPU is slow or unsupported, whatever a preset says)."""
+    if preset.dtype is not None and device.startswith("cuda"):
+        return preset.dtype
+    return config.dtype
+
+
 def resolve_dtype(name: str, device: str) -> torch.dtype:
     """`auto` → bfloat16 on CUDA (float16's speed without its overflows: SDXL's VAE stays in
     range), float32 elsewhere (CPU half precision is slow or unsupported)."""
@@ -78,7 +86,7 @@ def load_pipeline(preset: ModelPreset, config: EngineConfig) -> DiffusionPipelin
     """The preset's text-to-image pipeline on the configured device, progress bar off."""
     try:
         device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        dtype = resolve_dtype(preset_dtype(preset, config, device), device)
         pipe: DiffusionPipeline
         if preset.source == RANDOM_SDXL:  # built in memory on the device, nothing on disk
             pipe = build_random_sdxl(device, dtype)

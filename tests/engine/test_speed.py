@@ -4,6 +4,7 @@ changing a picture by floating-point rounding at most (checked on the CPU with `
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from diffusers.models.attention_processor import FusedAttnProcessor2_0
 
 from engine.config import ConfigError, EngineConfig, ModelPreset, SpeedConfig, parse_engine_config
 from engine.generate import Generator
-from engine.loader import load_pipeline, resolve_dtype
+from engine.loader import load_pipeline, preset_dtype, resolve_dtype
 from engine.speed import CACHE_FOLDER, tune
 
 
@@ -147,3 +148,27 @@ def test_a_compiled_unet_is_warmed_up_at_the_configured_ratios_in_one_step(
     assert [image.size for image in drawing.images] == [(168, 96)] * 4
     assert shapes == [(8, 4, 12, 21)]
     assert not (tmp_path / "data" / "images").exists()  # drawn, never saved
+
+
+def test_a_preset_may_name_its_own_precision_for_cuda(models_dir: Path) -> None:
+    config = parse_engine_config({"models": {"tiny": {"dtype": "float16"}}})
+    preset = config.preset("tiny")
+    assert preset.dtype == "float16" and config.preset("sdxl").dtype is None
+    assert preset_dtype(preset, config, "cuda:0") == "float16"
+    assert preset_dtype(preset, config, "cpu") == "auto"  # [engine] dtype there
+    assert preset_dtype(config.preset("sdxl"), config, "cuda") == "auto"
+    for wrong in ("auto", "half"):
+        with pytest.raises(ConfigError, match=r"models\.tiny\.dtype must be one of float16"):
+            parse_engine_config({"models": {"tiny": {"dtype": wrong}}})
+    # on the CPU the preset's half precision is not used: the tiny model loads in float32
+    cpu = replace(config, device="cpu", cache_dir=models_dir)
+    assert load_pipeline(preset, cpu).dtype is torch.float32
+
+
+@pytest.mark.gpu
+def test_on_cuda_a_presets_precision_wins(models_dir: Path) -> None:
+    config = parse_engine_config({"models": {"tiny": {"dtype": "float16"}}})
+    cuda = replace(config, device="cuda", cache_dir=models_dir)
+    pipe = load_pipeline(cuda.preset("tiny"), cuda)
+    assert pipe.dtype is torch.float16
+    assert np.isfinite(draw(pipe)).all()
