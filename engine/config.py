@@ -391,7 +391,9 @@ def _aspects(values: list[Any]) -> tuple[tuple[int, int], ...]:
     aspects = []
     for value in values:
         try:
-            aspects.append(parse_aspect(value) if isinstance(value, str) else parse_aspect(""))
+            if not isinstance(value, str):
+                raise ValueError(value)
+            aspects.append(parse_aspect(value))
         except ValueError:
             raise ConfigError(
                 f"engine.warm_up holds {value!r}; it takes aspect ratios as --ar does, "

@@ -122,7 +122,7 @@ class FairQueue:
 
     def clear(self) -> list[Job]:
         jobs = self.order()
-        self._order = None
+        self._changed()
         self._first.clear()
         self._jobs.clear()
         self._turns.clear()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,20 +70,3 @@ def compiled(pipe: Any) -> bool:
     return any(
         getattr(module, "_compiled_call_impl", None) is not None for module in pipe.unet.modules()
     )
-
-
-def warm(pipe: Any, width: int, height: int, guidance: float) -> float:
-    """One denoising step of a 4-image grid at width × height, guided as the preset's jobs are
-    (the UNet sees the batch shape theirs have), up to the latents; its seconds."""
-    started = time.monotonic()
-    with torch.inference_mode():
-        pipe(
-            prompt="",
-            num_images_per_prompt=4,
-            width=width,
-            height=height,
-            num_inference_steps=1,
-            guidance_scale=guidance,
-            output_type="latent",
-        )
-    return time.monotonic() - started

@@ -253,26 +253,22 @@ async def _bursts(
 def _upload_times(fake: FakeDiscord, sent: list[FakeInteraction]) -> tuple[float, ...]:
     """For each public (accepted) /imagine: from sending it to the first upload of a file
     that is not a progress preview (its grid) on its message, by its token or the message."""
-    first: dict[str, float] = {}  # "token:…" or "message:…" → when its first grid came
+    first: dict[tuple[str, str], float] = {}  # ("token" | "message", value) → its first grid
     for request in fake.requests:
         if request.injected or request.status >= 300:
             continue
         if all((part.filename or "").startswith("preview.") for part in request.files):
             continue  # no file, or only a preview
         token, message = request.params.get("token"), request.params.get("message_id")
-        for key in (
-            f"token:{token}" if token else "",
-            f"message:{message}" if message and message.isdigit() else "",
-        ):
-            if key:
-                first.setdefault(key, request.answered_at)
+        if token:
+            first.setdefault(("token", token), request.answered_at)
+        if message and message.isdigit():  # not "@original": that one goes by its token
+            first.setdefault(("message", message), request.answered_at)
     times = []
     for interaction in sent:
         if interaction.acked_at is None or interaction.ephemeral:
             continue
-        keys = [f"token:{interaction.token}"]
-        if interaction.original_message_id is not None:
-            keys.append(f"message:{interaction.original_message_id}")
+        keys = [("token", interaction.token), ("message", str(interaction.original_message_id))]
         uploaded = [first[key] for key in keys if key in first]
         if uploaded:
             times.append(min(uploaded) - interaction.dispatched_at)
