@@ -256,9 +256,17 @@ class RegionEditor:
 
     def _error(self, request: web.Request, status: int, message: str) -> web.Response:
         if request.method in ("GET", "HEAD"):
-            page = self._error_page.substitute(message=html.escape(message))
+            page = self._error_page.substitute(
+                message=html.escape(message), stylesheet=_stylesheet(request.path)
+            )
             return web.Response(status=status, text=page, content_type="text/html")
         return web.json_response({"error": message}, status=status)
+
+
+def _stylesheet(path: str) -> str:
+    """The stylesheet's address from the page at `path`, relative so that it also works behind a
+    proxy that serves the bot under a path of its own (one `../` too many stops at the root)."""
+    return "../" * path.count("/", 1) + "static/editor.css"
 
 
 def _prompt(value: object) -> str:

@@ -6,10 +6,12 @@ import asyncio
 import io
 import logging
 import os
+import re
 import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
 
 import aiohttp
 import pytest
@@ -218,6 +220,20 @@ async def test_a_forged_link_is_403(served: Served, token: str) -> None:
     status, answer = await served.post(url, png())
     assert status == 403 and "not valid" in answer["error"]
     assert served.bot.submitted == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/edit/garbage", "/edit/garbage/image", "/nowhere", "/edit/a/b/c", "/", "/edit/"]
+)
+async def test_every_error_page_finds_its_stylesheet(served: Served, path: str) -> None:
+    async with served.http.get(served.editor.address + path) as response:
+        assert response.status in (403, 404) and response.content_type == "text/html"
+        [href] = re.findall(r'<link rel="stylesheet" href="([^"]+)">', await response.text())
+    # as the browser resolves it, from the page's address
+    stylesheet = urljoin(served.editor.address + path, href)
+    assert stylesheet == f"{served.editor.address}/static/editor.css"
+    async with served.http.get(stylesheet) as response:
+        assert response.status == 200 and response.content_type == "text/css"
 
 
 async def test_a_link_signed_with_another_secret_is_403(served: Served) -> None:
