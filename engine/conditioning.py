@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,20 +153,36 @@ def plain_texts(request: ImagineRequest, preset: ModelPreset) -> tuple[str, str]
     return ", ".join(texts), negative
 
 
+class TextEncoder:
+    """compel on one pipeline's text encoder(s), keeping the last few texts' embeddings: the
+    empty prompt and the preset's style texts are part of every job, and 🔄, V and U encode
+    their grid's prompt again. What it returns is shared: never changed in place."""
+
+    KEPT = 32
+
+    def __init__(self, pipe: Any, family: str) -> None:
+        self._compel = CompelForSDXL(pipe) if family == "sdxl" else CompelForSD(pipe)
+        self._kept: OrderedDict[str, Encoded] = OrderedDict()
+
+    def __call__(self, text: str) -> Encoded:
+        encoded = self._kept.get(text)
+        if encoded is None:
+            out = self._compel(escape(text))
+            encoded = self._kept[text] = Encoded(out.embeds, out.pooled_embeds)
+            if len(self._kept) > self.KEPT:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(text)
+        return encoded
+
+
 def encode(
-    pipe: Any, preset: ModelPreset, request: ImagineRequest, seeds: tuple[int, ...]
+    text: TextEncoder, preset: ModelPreset, request: ImagineRequest, seeds: tuple[int, ...]
 ) -> Conditioning:
     """Embeddings for one image per seed, with --chaos and --weird applied per image."""
-    compel = CompelForSDXL(pipe) if preset.family == "sdxl" else CompelForSD(pipe)
-
-    def encode_text(text: str) -> Encoded:
-        out = compel(escape(text))
-        return Encoded(out.embeds, out.pooled_embeds)
-
-    empty = encode_text("")
+    empty = text("")
     positive, negative = weighed_parts(request, preset)
-    pos = _conjunction(encode_text, positive, empty)
-    neg = _conjunction(encode_text, negative, empty)
+    pos = _conjunction(text, positive, empty)
+    neg = _conjunction(text, negative, empty)
     length = max(pos.embeds.shape[1], neg.embeds.shape[1])
     pos, neg = _pad(pos, length, empty), _pad(neg, length, empty)
     count = len(seeds)
@@ -187,7 +204,7 @@ def encode(
     return cond
 
 
-@dataclass
+@dataclass(frozen=True)
 class Encoded:
     embeds: torch.Tensor  # (1, tokens, dim); tokens a multiple of 77 for long prompts
     pooled: torch.Tensor | None  # (1, dim), SDXL only

@@ -582,14 +582,40 @@ def test_upscale_tiles_share_one_conditioning(
     seen: list[tuple[int, ...]] = []
     encode = conditioning.encode
 
-    def spy(pipe: object, preset: object, request: object, seeds: tuple[int, ...]) -> object:
+    def spy(text: object, preset: object, request: object, seeds: tuple[int, ...]) -> object:
         seen.append(seeds)
-        return encode(pipe, preset, request, seeds)  # type: ignore[arg-type]
+        return encode(text, preset, request, seeds)  # type: ignore[arg-type]
 
     monkeypatch.setattr(conditioning, "encode", spy)
     run(generator, upscale_job(source_job, 0, Strength.SUBTLE, owner="u"))
 
     assert len(seen) == 1 and len(seen[0]) == 9 and len(set(seen[0])) == 1
+
+
+def test_a_kept_text_is_encoded_once_until_pushed_out(generator: Generator) -> None:
+    from engine.conditioning import TextEncoder
+
+    text = generator.model("tiny").text
+    calls: list[str] = []
+    compel = text._compel
+    text._compel = lambda t: calls.append(t) or compel(t)  # type: ignore[method-assign]
+    fox = text("a red fox")
+    assert text("a red fox") is fox and calls == ["a red fox"]
+    for i in range(TextEncoder.KEPT):
+        text(f"a fox {i}")
+    again = text("a red fox")
+    assert calls.count("a red fox") == 2 and torch.equal(again.embeds, fox.embeds)
+
+
+def test_kept_embeddings_draw_what_a_fresh_encoding_draws(generator: Generator) -> None:
+    """--chaos and --weird add noise to a job's rows in place: none of it reaches the kept
+    embeddings of its prompt and the house style, which the next job reuses."""
+    run(generator, imagine_job(parse_prompt("a red fox --seed 5 --c 100 --w 1000"), model="tiny"))
+    again = run(generator, imagine_job(parse_prompt("a red fox --seed 5"), model="tiny"))
+    fresh = run(
+        Generator(generator.config), imagine_job(parse_prompt("a red fox --seed 5"), model="tiny")
+    )
+    assert np.array_equal(pixels(again.grid), pixels(fresh.grid))
 
 
 def test_past_max_loaded_models_the_least_recently_used_is_unloaded(
