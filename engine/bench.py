@@ -7,6 +7,7 @@ hold on any machine; absolute seconds mean something only with the device named.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -144,15 +145,22 @@ def run_overhead(
     """The engine's whole path (queue → engine process → previews → files) against direct
     diffusers calls on the same weights, in one run: one grid, and `jobs` grids back to back
     from several users. Medians of `repeats` interleaved rounds; ratios > 1 are the engine's
-    overhead."""
+    overhead.
+
+    Like for like: the engine's jobs run `--style raw`, so their conditioning is the direct
+    call's (the prompt and the empty negative, 77 tokens each), and every grid has a prompt of
+    its own on both paths (nothing is encoded once for all). What the house style costs (the
+    default `--stylize 100` adds a 77-token part the UNet attends to) is timed on its own:
+    `engine_styled_grid_s`."""
     config, preset = _sized(config, model, size, steps)
     pipe: Any = load_pipeline(preset, stock_config(config))  # its __call__ is typed dynamically
     seeds = [7, 8, 9, 10]
+    prompts = (f"{PROMPT}, take {number}" for number in itertools.count())
 
     def direct() -> None:
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         pipe(
-            prompt=PROMPT,
+            prompt=next(prompts),
             num_images_per_prompt=len(seeds),
             width=size,
             height=size,
@@ -162,8 +170,9 @@ def run_overhead(
             output_type="pil",
         )
 
-    def grid_job(owner: str) -> Job:
-        return imagine_job(parse_prompt(f"{PROMPT} --seed 7"), model=preset.name, owner=owner)
+    def grid_job(owner: str, flags: str = "--style raw") -> Job:
+        request = parse_prompt(f"{next(prompts)} --seed 7 {flags}")
+        return imagine_job(request, model=preset.name, owner=owner)
 
     def burst() -> None:
         for _ in range(jobs):
@@ -171,14 +180,15 @@ def run_overhead(
 
     # Interleaved, direct then engine, round after round: a shared machine's speed drifts by
     # ±20% over minutes, and each pair then sees the same drift.
-    times: dict[str, list[float]] = {"direct": [], "engine": [], "direct_n": [], "engine_n": []}
+    keys = ("direct", "engine", "styled", "direct_n", "engine_n")
+    times: dict[str, list[float]] = {key: [] for key in keys}
 
     async def rounds() -> None:
         async with EngineClient(config) as engine:
 
-            async def engine_timed(owners: list[str]) -> float:
+            async def engine_timed(owners: list[str], flags: str = "--style raw") -> float:
                 started = time.perf_counter()
-                handles = [await engine.submit(grid_job(owner)) for owner in owners]
+                handles = [await engine.submit(grid_job(owner, flags)) for owner in owners]
                 for handle in handles:
                     await handle.result()
                 return time.perf_counter() - started
@@ -188,13 +198,14 @@ def run_overhead(
             for _ in range(repeats):
                 times["direct"].append(_timed(direct, 1))
                 times["engine"].append(await engine_timed(["bench"]))
+                times["styled"].append(await engine_timed(["bench"], flags=""))
                 times["direct_n"].append(_timed(burst, 1))
                 owners = [f"user{i % 4}" for i in range(jobs)]
                 times["engine_n"].append(await engine_timed(owners))
 
     asyncio.run(rounds())
-    direct_one, engine_one, direct_burst, engine_burst = (
-        statistics.median(times[key]) for key in ("direct", "engine", "direct_n", "engine_n")
+    direct_one, engine_one, styled, direct_burst, engine_burst = (
+        statistics.median(times[key]) for key in keys
     )
     return {
         "size": size,
@@ -203,6 +214,8 @@ def run_overhead(
         "direct_grid_s": direct_one,
         "engine_grid_s": engine_one,
         "grid_overhead": engine_one / direct_one,
+        "engine_styled_grid_s": styled,
+        "style_cost": styled / engine_one - 1,
         "direct_burst_s": direct_burst,
         "engine_burst_s": engine_burst,
         "burst_overhead": engine_burst / direct_burst,
@@ -316,6 +329,8 @@ def overhead_table(figures: dict[str, float], model: str) -> str:
             f"{f'{jobs} grids back to back (4 users)':<40} {figures['direct_burst_s']:>9.3f} "
             f"{figures['engine_burst_s']:>8.3f} {figures['burst_overhead']:>6.2f}",
             *lines,
+            f"the house style (--stylize 100, the default; --style raw above): "
+            f"{figures['engine_styled_grid_s']:.3f} s a grid, {figures['style_cost']:+.1%}",
         ]
     )
 

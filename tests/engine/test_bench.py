@@ -9,6 +9,7 @@ import pytest
 
 from bot.cli import main
 from engine.bench import grid_tflop, overhead_table, peak_share
+from engine.storage import read_metadata
 from tests.engine.test_local import write_config
 
 
@@ -25,13 +26,21 @@ def test_bench_vs_diffusers_times_both_paths_in_one_run(
         direct, engine = figures[f"direct_{path}_s"], figures[f"engine_{path}_s"]
         assert direct > 0 and engine > 0
         assert figures[f"{path}_overhead"] == pytest.approx(engine / direct)
-    # the engine saved every grid it was timed on: warm-up, one, and the burst of 8
-    assert len(list((tmp_path / "data" / "images").iterdir())) == 1 + 1 + 8
+    assert figures["style_cost"] == pytest.approx(
+        figures["engine_styled_grid_s"] / figures["engine_grid_s"] - 1
+    )
+    # the engine saved every grid it was timed on: warm-up, one, one styled, the burst of 8;
+    # like for like, --style raw but for the styled one, and each grid a prompt of its own
+    grids = [read_metadata(path) for path in (tmp_path / "data" / "images").glob("*/grid.png")]
+    assert len(grids) == 1 + 1 + 1 + 8
+    assert len({grid["raw_prompt"] for grid in grids}) == len(grids)
+    assert sum(grid["stylize"] == 0 for grid in grids) == len(grids) - 1
     table = overhead_table(figures, "tiny")  # what the command prints without --json
     assert "engine vs diffusers: model tiny at 64², 2 steps" in table
     [burst] = [line for line in table.splitlines() if "grids back to back" in line]
     assert f"{figures['burst_overhead']:.2f}" in burst
     assert f"engine {2 / figures['engine_grid_s']:.2f}" in table  # UNet steps per second
+    assert f"{figures['engine_styled_grid_s']:.3f} s a grid, {figures['style_cost']:+.1%}" in table
 
 
 def test_the_share_of_peak_counts_sdxls_unet_with_cfg_and_the_vae() -> None:
@@ -39,7 +48,8 @@ def test_the_share_of_peak_counts_sdxls_unet_with_cfg_and_the_vae() -> None:
     assert peak_share(3.0, 30, "NVIDIA H200") == pytest.approx(grid_tflop(30) / 3.0 / 790)
     assert peak_share(3.0, 30, "CPU") is None  # no peak known: not shown
     figures = {"size": 1024, "steps": 30, "jobs": 8, "direct_grid_s": 4.0, "engine_grid_s": 3.0,
-               "grid_overhead": 0.75, "direct_burst_s": 32.0, "engine_burst_s": 24.0,
+               "grid_overhead": 0.75, "engine_styled_grid_s": 3.1, "style_cost": 0.03,
+               "direct_burst_s": 32.0, "engine_burst_s": 24.0,
                "burst_overhead": 0.75}  # fmt: skip
     assert "share of" not in overhead_table(figures, "tiny")  # not SDXL's work
 
