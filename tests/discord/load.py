@@ -14,7 +14,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ async def _bursts(
         rounds=rounds,
         sent=len(sent),
         acks_s=tuple(acks),
-        uploads_s=_upload_times(fake, sent),
+        uploads_s=_upload_times(fake, sent, engine.accepted),
         unacked=sum(1 for i in sent if i.acked_at is None),
         accepted=tuple(engine.accepted),
         refusals=refusals,
@@ -250,15 +250,19 @@ async def _bursts(
     )
 
 
-def _upload_times(fake: FakeDiscord, sent: list[FakeInteraction]) -> tuple[float, ...]:
-    """For each public (accepted) /imagine: from sending it to the first upload of a file
-    that is not a progress preview (its grid) on its message, by its token or the message."""
+def _upload_times(
+    fake: FakeDiscord, sent: list[FakeInteraction], job_ids: Iterable[str]
+) -> tuple[float, ...]:
+    """For each public (accepted) /imagine: from sending it to the first upload of a grid (a
+    file named for an accepted job: `<job id>.png`, or `.jpg` when shrunk) on its message, by
+    its token or the message. Progress previews (`preview.*`) and anything else do not count."""
+    grids = {f"{job_id}.{kind}" for job_id in job_ids for kind in ("png", "jpg")}
     first: dict[tuple[str, str], float] = {}  # ("token" | "message", value) → its first grid
     for request in fake.requests:
         if request.injected or request.status >= 300:
             continue
-        if all((part.filename or "").startswith("preview.") for part in request.files):
-            continue  # no file, or only a preview
+        if not any(part.filename in grids for part in request.files):
+            continue
         token, message = request.params.get("token"), request.params.get("message_id")
         if token:
             first.setdefault(("token", token), request.answered_at)
