@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", type=int, default=128, help="--vs-diffusers, --batching: image side"
     )
     bench.add_argument("--steps", type=int, default=20, help="--vs-diffusers, --batching: steps")
-    bench.add_argument("--json", action="store_true", help="--vs-diffusers, --batching: print JSON")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.add_argument("--users", type=int, default=50, help="--load: users (default: 50)")
     bench.add_argument("--jobs", type=int, default=5, help="--load: jobs each sends (default: 5)")
     bench.add_argument("--rounds", type=int, default=2, help="--load: bursts (default: 2)")
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if args.command == "bench" and args.load:
-        return _bench_load(args.users, args.jobs, args.rounds)
+        return _bench_load(args.users, args.jobs, args.rounds, as_json=args.json)
     if args.command == "bench" and args.vs_diffusers:
         from engine.bench import overhead_table, run_overhead
 
@@ -153,14 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(figures) if args.json else batching_table(figures, args.model))
         return 0
     if args.command == "bench" and args.cold_start:
-        from engine.bench import cold_start_table, run_cold_start
+        from engine.bench import cold_start_table, device_name, run_cold_start
 
-        print(cold_start_table(run_cold_start(config.engine, args.model), args.model))
+        runs = run_cold_start(config.engine, args.model)
+        print(
+            json.dumps({"model": args.model, "device": device_name(), "runs": runs})
+            if args.json
+            else cold_start_table(runs, args.model)
+        )
         return 0
     if args.command == "bench":
-        from engine.bench import run_bench
+        from engine.bench import bench_table, run_bench
 
-        print(run_bench(config.engine, args.model, args.repeats))
+        figures = run_bench(config.engine, args.model, args.repeats)
+        print(json.dumps(figures) if args.json else bench_table(figures))
         return 0
     from bot.app import run_bot
 
@@ -171,7 +177,7 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def _bench_load(users: int, jobs: int, rounds: int) -> int:
+def _bench_load(users: int, jobs: int, rounds: int, *, as_json: bool) -> int:
     """The load scenario of tests/discord/load.py (the fake Discord lives with the tests)."""
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "tests" / "fake_discord").is_dir() and str(checkout) not in sys.path:
@@ -182,7 +188,7 @@ def _bench_load(users: int, jobs: int, rounds: int) -> int:
         print(f"bench --load needs a source checkout with the dev extra ({error})", file=sys.stderr)
         return 2
     report = asyncio.run(run_load(users=users, jobs_per_user=jobs, rounds=rounds))
-    print(report.table())
+    print(json.dumps(report.figures()) if as_json else report.table())
     return 0
 
 

@@ -44,7 +44,9 @@ def with_bench_presets(config: EngineConfig) -> EngineConfig:
     return replace(config, presets=presets)
 
 
-def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
+def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> dict[str, Any]:
+    """The engine's paths side by side, in process: each row's median seconds and its ratio to
+    the first (a plain grid), and what a preview costs (`preview_cost`)."""
     config = with_bench_presets(config)
     quiet = Generator(replace(config, preview_every=0))
     previews = Generator(replace(config, preview_every=2, preview_interval_s=0.0))
@@ -81,35 +83,68 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> str:
     previews._models[model] = paced._models[model] = loaded
     results = [(name, _timed(run, repeats)) for name, run in rows]
     base = results[0][1]
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return {
+        "model": model,
+        "device": device_name(),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "rows": [
+            {"path": name, "seconds": seconds, "ratio": seconds / base} for name, seconds in results
+        ],
+        "preview": preview_cost(config, loaded, base, repeats),
+    }
+
+
+def bench_table(figures: dict[str, Any]) -> str:
     lines = [
-        f"model {model} on {device}, {torch.get_num_threads()} CPU threads, median of {repeats}",
+        f"model {figures['model']} on {figures['device']}, {figures['threads']} CPU threads, "
+        f"median of {figures['repeats']}",
         f"{'path':<40} {'seconds':>8} {'ratio':>6}",
     ]
-    lines += [f"{name:<40} {seconds:>8.3f} {seconds / base:>6.2f}" for name, seconds in results]
-    lines.append(preview_cost(config, loaded, base, repeats))
+    lines += [
+        f"{row['path']:<40} {row['seconds']:>8.3f} {row['ratio']:>6.2f}" for row in figures["rows"]
+    ]
+    preview = figures["preview"]
+    each = f"{preview['each_ms']:.1f} ms"
+    if preview["shown"] is None:
+        lines.append(f"previews: off; one would take {each} ({preview['kind']})")
+    else:
+        lines.append(
+            f"previews: {each} each ({preview['kind']}); {preview['shown']} a grid as configured "
+            f"(≤ 1 per {preview['interval_s']:g} s): {preview['share']:.1%} of the grid's time"
+        )
     return "\n".join(lines)
 
 
-def preview_cost(config: EngineConfig, loaded: LoadedModel, grid_s: float, repeats: int) -> str:
+def preview_cost(
+    config: EngineConfig, loaded: LoadedModel, grid_s: float, repeats: int
+) -> dict[str, Any]:
     """One preview's decode (a 4-image grid's latents at the preset's size → JPEG), and what the
-    previews shown as configured cost a grid that takes `grid_s`."""
+    previews shown as configured cost a grid that takes `grid_s` (`shown`, `share`: None with
+    previews off)."""
     side = loaded.preset.base_resolution // LATENT_SCALE
     pipe = loaded.pipe
     latents = torch.randn(4, 4, side, side, device=pipe.device, dtype=pipe.dtype)
     each = _timed(lambda: loaded.preview.jpeg(latents), max(5, repeats))
     kind = "TAESD" if loaded.preview.taesd is not None else "latent projection"
-    if not config.preview_every:
-        return f"previews: off; one would take {each * 1000:.1f} ms ({kind})"
-    steps = loaded.preset.steps
     interval = config.preview_interval_s
-    shown = steps // config.preview_every
-    if interval > 0:  # the first as soon as due, then at most one per interval
-        shown = min(shown, 1 + int(grid_s // interval))
-    return (
-        f"previews: {each * 1000:.1f} ms each ({kind}); {shown} a grid as configured "
-        f"(≤ 1 per {interval:g} s): {each * shown / grid_s:.1%} of the grid's time"
-    )
+    shown: int | None = None
+    if config.preview_every:
+        shown = loaded.preset.steps // config.preview_every
+        if interval > 0:  # the first as soon as due, then at most one per interval
+            shown = min(shown, 1 + int(grid_s // interval))
+    return {
+        "each_ms": each * 1000,
+        "kind": kind,
+        "interval_s": interval,
+        "shown": shown,
+        "share": None if shown is None else each * shown / grid_s,
+    }
+
+
+def device_name() -> str:
+    """What the figures are for: the GPU's name, or CPU."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 
 
 def _sized(
@@ -141,7 +176,7 @@ def run_overhead(
     steps: int = 20,
     jobs: int = 8,
     repeats: int = 3,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The engine's whole path (queue → engine process → previews → files) against direct
     diffusers calls on the same weights, in one run: one grid, and `jobs` grids back to back
     from several users. Medians of `repeats` interleaved rounds; ratios > 1 are the engine's
@@ -208,6 +243,7 @@ def run_overhead(
         statistics.median(times[key]) for key in keys
     )
     return {
+        "device": device_name(),
         "size": size,
         "steps": steps,
         "jobs": jobs,
@@ -229,7 +265,7 @@ def run_batching(
     steps: int = 20,
     jobs: int = 8,
     repeats: int = 3,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """`jobs` grids from as many users, through the engine with batching as configured
     (`[engine] batch_pixels`) and with it off (one job at a time), interleaved round after
     round in one run; medians, and the throughput gained."""
@@ -266,6 +302,7 @@ def run_batching(
     asyncio.run(rounds())
     batched, alone = statistics.median(times["batched"]), statistics.median(times["alone"])
     return {
+        "device": device_name(),
         "size": size,
         "steps": steps,
         "jobs": jobs,
@@ -276,8 +313,8 @@ def run_batching(
     }
 
 
-def batching_table(figures: dict[str, float], model: str) -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+def batching_table(figures: dict[str, Any], model: str) -> str:
+    device = figures["device"]
     jobs, budget = int(figures["jobs"]), int(figures["batch_pixels"])
     return "\n".join(
         [
@@ -310,8 +347,8 @@ def peak_share(seconds: float, steps: int, device: str) -> float | None:
     return None if peak is None else grid_tflop(steps) / seconds / peak
 
 
-def overhead_table(figures: dict[str, float], model: str) -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+def overhead_table(figures: dict[str, Any], model: str) -> str:
+    device = figures["device"]
     size, steps, jobs = int(figures["size"]), int(figures["steps"]), int(figures["jobs"])
     lines = [f"UNet it/s (steps per second of a grid): stock {steps / figures['direct_grid_s']:.2f}"
              f", engine {steps / figures['engine_grid_s']:.2f}"]  # fmt: skip
@@ -358,7 +395,7 @@ def run_cold_start(config: EngineConfig, model: str, runs: int = 2) -> list[dict
 
 
 def cold_start_table(runs: list[dict[str, float]], model: str) -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    device = device_name()
     lines = [
         f"cold start: model {model} on {device} (launch → the first job starts → its grid)",
         f"{'run':<34} {'job started':>12} {'first grid':>11}",

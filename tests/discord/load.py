@@ -57,37 +57,68 @@ class LoadReport:
     def ack_percentile(self, share: float) -> float:
         return _percentile(self.acks_s, share)
 
-    def table(self) -> str:
+    def figures(self) -> dict[str, Any]:
+        """What `bench --load --json` prints: the table's figures, times in ms (acks) and s."""
         minutes = self.elapsed_s / 60
+        return {
+            "users": self.users,
+            "jobs_per_user": self.jobs_per_user,
+            "rounds": self.rounds,
+            "sent": self.sent,
+            "acked": len(self.acks_s),
+            "unacked": self.unacked,
+            **{f"ack_{q}_ms": self.ack_percentile(share) * 1000 for q, share in _QUANTILES},
+            **{f"upload_{q}_s": _percentile(self.uploads_s, share) for q, share in _QUANTILES},
+            "accepted": len(self.accepted),
+            "refused": len(self.refusals),
+            "delivered": self.delivered,
+            "jobs_per_minute": self.delivered / minutes if minutes else None,
+            "elapsed_s": self.elapsed_s,
+            # before the first round, then after each: the bot's and the engine's RSS, and
+            # how much of the bot's is the fake Discord's kept data
+            "rss_mb": [
+                {"bot": bot_mb, "fake_discord": self._fake_mb(i), "engine": engine_mb}
+                for i, (bot_mb, engine_mb) in enumerate(self.rss_mb)
+            ],
+        }
+
+    def _fake_mb(self, index: int) -> float:
+        return self.fake_mb[index] if index < len(self.fake_mb) else 0.0
+
+    def table(self) -> str:
+        f = self.figures()
+        per_minute = f["jobs_per_minute"]
         rows = [
             ("users × jobs × rounds", f"{self.users} × {self.jobs_per_user} × {self.rounds}"),
             ("interactions sent", str(self.sent)),
-            ("acked / not acked", f"{len(self.acks_s)} / {self.unacked}"),
+            ("acked / not acked", f"{f['acked']} / {f['unacked']}"),
             (
                 "ack p50 / p99 / max",
-                " / ".join(f"{self.ack_percentile(q) * 1000:.0f} ms" for q in (0.5, 0.99, 1.0)),
+                " / ".join(f"{f[f'ack_{q}_ms']:.0f} ms" for q, _ in _QUANTILES),
             ),
             (
                 "/imagine → grid upload p50 / p99 / max",
-                " / ".join(f"{_percentile(self.uploads_s, q):.1f} s" for q in (0.5, 0.99, 1.0)),
+                " / ".join(f"{f[f'upload_{q}_s']:.1f} s" for q, _ in _QUANTILES),
             ),
-            ("jobs accepted / refused", f"{len(self.accepted)} / {len(self.refusals)}"),
+            ("jobs accepted / refused", f"{f['accepted']} / {f['refused']}"),
             ("jobs delivered", str(self.delivered)),
-            ("jobs per minute", f"{self.delivered / minutes:.1f}" if minutes else "-"),
+            ("jobs per minute", "-" if per_minute is None else f"{per_minute:.1f}"),
             ("elapsed", f"{self.elapsed_s:.1f} s"),
         ]
-        for i, (bot_mb, engine_mb) in enumerate(self.rss_mb):
+        for i, rss in enumerate(f["rss_mb"]):
             label = "RSS before" if i == 0 else f"RSS after round {i}"
-            held = self.fake_mb[i] if i < len(self.fake_mb) else 0.0
             rows.append(
                 (
                     label,
-                    f"bot {bot_mb:.0f} MB (of which the fake Discord's data {held:.0f} MB), "
-                    f"engine {engine_mb:.0f} MB",
+                    f"bot {rss['bot']:.0f} MB (of which the fake Discord's data "
+                    f"{rss['fake_discord']:.0f} MB), engine {rss['engine']:.0f} MB",
                 )
             )
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+_QUANTILES = (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
 
 
 def _percentile(values: tuple[float, ...], share: float) -> float:

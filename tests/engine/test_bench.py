@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from engine.bench import grid_tflop, overhead_table, peak_share
+from engine.bench import bench_table, cold_start_table, grid_tflop, overhead_table, peak_share
 from engine.storage import read_metadata
 from tests.engine.test_local import write_config
 
@@ -47,11 +47,14 @@ def test_the_share_of_peak_counts_sdxls_unet_with_cfg_and_the_vae() -> None:
     assert grid_tflop(30) == pytest.approx(30 * 4 * 2 * 6.76 + 4 * 10.47)
     assert peak_share(3.0, 30, "NVIDIA H200") == pytest.approx(grid_tflop(30) / 3.0 / 790)
     assert peak_share(3.0, 30, "CPU") is None  # no peak known: not shown
-    figures = {"size": 1024, "steps": 30, "jobs": 8, "direct_grid_s": 4.0, "engine_grid_s": 3.0,
-               "grid_overhead": 0.75, "engine_styled_grid_s": 3.1, "style_cost": 0.03,
-               "direct_burst_s": 32.0, "engine_burst_s": 24.0,
-               "burst_overhead": 0.75}  # fmt: skip
+    figures = {"device": "NVIDIA H200", "size": 1024, "steps": 30, "jobs": 8,
+               "direct_grid_s": 4.0, "engine_grid_s": 3.0, "grid_overhead": 0.75,
+               "engine_styled_grid_s": 3.1, "style_cost": 0.03, "direct_burst_s": 32.0,
+               "engine_burst_s": 24.0, "burst_overhead": 0.75}  # fmt: skip
     assert "share of" not in overhead_table(figures, "tiny")  # not SDXL's work
+    table = overhead_table(figures, "sdxl-random")
+    share = grid_tflop(30) / 3.0 / 790
+    assert f"share of NVIDIA H200's bf16 peak, engine: {share:.0%}" in table
 
 
 def test_bench_cold_start_launches_the_engine_twice_to_the_first_grid(
@@ -59,9 +62,14 @@ def test_bench_cold_start_launches_the_engine_twice_to_the_first_grid(
 ) -> None:
     config = write_config(tmp_path, models_dir)
 
-    assert main(["bench", "--cold-start", "--model", "tiny", "--config", str(config)]) == 0
+    args = ["bench", "--cold-start", "--model", "tiny", "--config", str(config)]
+    assert main([*args, "--json"]) == 0
 
-    lines = capsys.readouterr().out.splitlines()
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["model"], figures["device"], len(figures["runs"])) == ("tiny", "CPU", 2)
+    for run in figures["runs"]:
+        assert 0 < run["started_s"] <= run["first_grid_s"]
+    lines = cold_start_table(figures["runs"], "tiny").splitlines()  # what it prints without
     assert lines[0].startswith("cold start: model tiny on ")
     runs = [line.split() for line in lines[2:]]
     assert [run[0] for run in runs] == ["1", "2"]
@@ -95,9 +103,15 @@ def test_bench_times_the_engines_paths_and_what_previews_cost(
 ) -> None:
     config = write_config(tmp_path, models_dir)
 
-    assert main(["bench", "--repeats", "1", "--config", str(config)]) == 0
+    assert main(["bench", "--repeats", "1", "--json", "--config", str(config)]) == 0
 
-    lines = capsys.readouterr().out.splitlines()
+    figures = json.loads(capsys.readouterr().out)
+    assert [row["path"] for row in figures["rows"]][:2] == [
+        "grid of 4 (one batch)",
+        "grid of 4, previews every 2 steps",
+    ]
+    assert figures["preview"]["kind"] == "latent projection" and figures["preview"]["shown"] >= 1
+    lines = bench_table(figures).splitlines()  # what it prints without --json
     assert lines[0].startswith("model tiny on CPU") and lines[1].split() == [
         "path",
         "seconds",
@@ -113,3 +127,15 @@ def test_bench_times_the_engines_paths_and_what_previews_cost(
     assert "a grid as configured (≤ 1 per 2 s)" in preview and preview.endswith(
         "of the grid's time"
     )
+
+
+def test_bench_load_prints_its_figures_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "--load", "--users", "2", "--jobs", "2", "--rounds", "1", "--json"]
+    assert main(args) == 0
+
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["sent"], figures["acked"], figures["unacked"]) == (4, 4, 0)
+    assert figures["delivered"] == figures["accepted"] == 4
+    assert 0 < figures["ack_p50_ms"] <= figures["ack_max_ms"] < 3000
+    assert 0 < figures["upload_p50_s"] <= figures["upload_max_s"]
+    assert [set(rss) for rss in figures["rss_mb"]] == [{"bot", "fake_discord", "engine"}] * 2
