@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ FINAL_RETRY_DELAYS_S = (1.0, 3.0, 9.0, 27.0, 60.0, 120.0, 300.0)
 # only near the front of the queue or this seldom.
 POSITION_EDIT_FRONT = 5
 POSITION_EDIT_INTERVAL_S = 30.0
+# Any other way too, such a change waits until this many edit intervals (10 s) have passed since
+# the last position shown (LatestOnly); the newest is shown then.
+POSITION_EDIT_EVERY = 5
 # An edit through the webhook can fail at the HTTP level or below it (connection, timeout).
 WEBHOOK_ERRORS = (discord.HTTPException, aiohttp.ClientError, OSError)
 CHANNEL_GONE = (discord.NotFound, discord.Forbidden)  # 10003 Unknown Channel, 50001 Missing Access
@@ -220,7 +224,12 @@ class MessageTarget:
 class LatestOnly:
     """Sends the newest state of one message at most once per `interval_s`; states that arrive
     in between replace each other (no backlog), and a final state goes out without waiting (and
-    is tried again with backoff until it is shown, or close() gives up on it)."""
+    is tried again with backoff until it is shown, or close() gives up on it). A new queue
+    position far from the front (past POSITION_EDIT_FRONT) waits until POSITION_EDIT_EVERY
+    intervals have passed since the last position shown: in a burst of 250 jobs, every finished
+    one moves every waiting one, and those edits were 4 of every 5 requests to Discord. Any
+    other state goes out at the usual pace, and the newest position is always shown in the end.
+    """
 
     def __init__(
         self,
@@ -237,6 +246,7 @@ class LatestOnly:
         self._changed = asyncio.Event()
         self._hurry = asyncio.Event()  # a final state arrived, or close() was called
         self._closing = False
+        self._position_shown = -math.inf  # the event loop's clock when a position was last shown
 
     def put(self, state: MessageState) -> None:
         pending = self._latest
@@ -257,13 +267,18 @@ class LatestOnly:
 
     async def run(self) -> bool:
         """Until the final state is shown (True) or the editor is closed without one (False)."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._changed.wait()
             self._changed.clear()
+            if await self._held(self._latest, loop.time()):
+                continue  # a newer state came meanwhile: that one is next
             state, self._latest = self._latest, None
             if state is not None:
                 if state.final:
                     return await self._show_final(state)
+                if state.position is not None:
+                    self._position_shown = loop.time()
                 try:
                     await self._show(state)
                 except Exception:
@@ -272,6 +287,19 @@ class LatestOnly:
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), self._interval_s)
+
+    async def _held(self, state: MessageState | None, now: float) -> bool:
+        """Waits while `state` is a queue position far back that is not due yet; True when a
+        newer state (or close()) came before it was due."""
+        if state is None or state.position is None or state.position <= POSITION_EDIT_FRONT:
+            return False
+        due = self._position_shown + POSITION_EDIT_EVERY * self._interval_s
+        if self._closing or now >= due:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), due - now)
+            return True
+        return False
 
     async def _show_final(self, state: MessageState) -> bool:
         """True once shown, or settled as undeliverable (nothing more can be done)."""

@@ -83,6 +83,39 @@ async def test_at_most_one_edit_per_interval() -> None:
     assert recorder.shown == ["Waiting", "20%"]
 
 
+async def test_a_position_far_back_waits_five_intervals_and_shows_the_newest() -> None:
+    interval = 0.2
+    shown: list[tuple[float, str]] = []
+    loop = asyncio.get_running_loop()
+
+    async def show(state: MessageState) -> None:
+        shown.append((loop.time(), state.content))
+
+    def queued(position: int) -> MessageState:
+        return MessageState(f"position {position}", position=position)
+
+    editor = LatestOnly(show, interval_s=interval, name="test")
+    task = asyncio.create_task(editor.run())
+    started = loop.time()
+    editor.put(queued(30))  # the first goes out at once
+    for position in range(29, 20, -1):  # then the queue moves, a place every 50 ms
+        await asyncio.sleep(0.05)
+        editor.put(queued(position))
+    await asyncio.sleep(started + 6 * interval - loop.time())
+    # 30, and five intervals after it the newest of the nine that came meanwhile
+    assert [content for _, content in shown] == ["position 30", "position 21"]
+    assert shown[1][0] - shown[0][0] >= 5 * interval * 0.99
+    editor.put(MessageState("Started"))  # anything else: at the usual pace
+    await asyncio.sleep(interval * 1.5)
+    assert shown[-1][1] == "Started"
+    editor.put(queued(3))  # near the front: at the usual pace too
+    await asyncio.sleep(interval * 1.5)
+    assert shown[-1][1] == "position 3"
+    editor.close()
+    await asyncio.wait_for(task, 5)
+    assert len(shown) == 4
+
+
 async def test_a_failing_edit_does_not_stop_the_editor() -> None:
     shown: list[str] = []
 
