@@ -28,7 +28,7 @@ from engine.client import EngineClient
 from engine.config import EngineConfig
 from engine.jobs import Job, JobEvent, JobHandle, JobResult, Started, imagine_job
 from engine.prompt import parse_prompt
-from tests.fake_discord import FakeDiscord, FakeInteraction
+from tests.fake_discord import FakeDiscord, FakeInteraction, RecordedRequest
 from tests.fake_discord.fixtures import BotRunner, patch_discord
 from tests.fake_discord.payloads import FLAG_EPHEMERAL
 
@@ -53,6 +53,8 @@ class LoadReport:
     rss_mb: tuple[tuple[float, float], ...]  # (bot, engine) before the first round, after each
     # what the fake Discord (in the bot's process) holds of uploads and request bodies then
     fake_mb: tuple[float, ...] = ()
+    requests: int = 0  # every HTTP request the bot made to Discord
+    queue_edits: int = 0  # … of which edits that only moved a "(Queued: position N)"
 
     def ack_percentile(self, share: float) -> float:
         return _percentile(self.acks_s, share)
@@ -74,6 +76,8 @@ class LoadReport:
             "delivered": self.delivered,
             "jobs_per_minute": self.delivered / minutes if minutes else None,
             "elapsed_s": self.elapsed_s,
+            "requests": self.requests,
+            "queue_edits": self.queue_edits,
             # before the first round, then after each: the bot's and the engine's RSS, and
             # how much of the bot's is the fake Discord's kept data
             "rss_mb": [
@@ -104,6 +108,7 @@ class LoadReport:
             ("jobs delivered", str(self.delivered)),
             ("jobs per minute", "-" if per_minute is None else f"{per_minute:.1f}"),
             ("elapsed", f"{self.elapsed_s:.1f} s"),
+            ("HTTP requests to Discord", f"{self.requests} ({self.queue_edits} queue positions)"),
         ]
         for i, rss in enumerate(f["rss_mb"]):
             label = "RSS before" if i == 0 else f"RSS after round {i}"
@@ -278,7 +283,15 @@ async def _bursts(
         elapsed_s=elapsed,
         rss_mb=tuple(memory),
         fake_mb=tuple(held),
+        requests=sum(1 for request in fake.requests if not request.injected),
+        queue_edits=sum(1 for request in fake.requests if _moves_a_place(request)),
     )
+
+
+def _moves_a_place(request: RecordedRequest) -> bool:
+    """An edit of a job message to a new queue position (the first answer is not an edit)."""
+    content = request.payload.get("content")
+    return request.method == "PATCH" and isinstance(content, str) and "(Queued: position" in content
 
 
 def _upload_times(
