@@ -261,11 +261,14 @@ class Deliveries:
             shown = first.content
         editor_task = asyncio.create_task(editor.run(), name=f"edit-{job.id}")
         last: JobEvent | None = None
+        # One ❌ view for all the job's states: in a deep queue every finished job moves every
+        # waiting one, and a view built per event was a quarter of the bot's CPU in a burst.
+        cancel = cancel_view(job.id)
         try:
             async for event in handle.events():
                 last = event
                 self._record(job, event)
-                state = await self._state_for(job, event, target.size_limit)
+                state = await self._state_for(job, event, target.size_limit, cancel)
                 if state is None or (state.content == shown and state.upload is None):
                     continue  # e.g. the first Queued event, which the posted message shows
                 shown = state.content
@@ -298,20 +301,20 @@ class Deliveries:
         elif isinstance(event, Interrupted):  # the bot is stopping: the next start runs it
             store.set_status(job.id, JobStatus.QUEUED)
 
-    async def _state_for(self, job: Job, event: JobEvent, size_limit: int) -> MessageState | None:
+    async def _state_for(
+        self, job: Job, event: JobEvent, size_limit: int, cancel: discord.ui.View
+    ) -> MessageState | None:
         if isinstance(event, Queued):
             return MessageState(
-                messages.waiting(job, event.position), cancel_view(job.id), position=event.position
+                messages.waiting(job, event.position), cancel, position=event.position
             )
         if isinstance(event, Loading):
-            return MessageState(messages.loading(job, event.model), cancel_view(job.id))
+            return MessageState(messages.loading(job, event.model), cancel)
         if isinstance(event, Started):
-            return MessageState(messages.running(job, 0), cancel_view(job.id))
+            return MessageState(messages.running(job, 0), cancel)
         if isinstance(event, Progress):
             upload = preview_upload(event.preview) if event.preview else None
-            return MessageState(
-                messages.running(job, event.percent), cancel_view(job.id), upload=upload
-            )
+            return MessageState(messages.running(job, event.percent), cancel, upload=upload)
         if isinstance(event, Done):
             return await finished_state(job, event.result, size_limit, self._inputs(job))
         if isinstance(event, Failed):
@@ -322,7 +325,7 @@ class Deliveries:
             return MessageState(messages.cancelled(job), clear_attachments=True, final=True)
         if isinstance(event, Interrupted):
             return MessageState(
-                messages.restarting(job), cancel_view(job.id), clear_attachments=True, final=True
+                messages.restarting(job), cancel, clear_attachments=True, final=True
             )
         return None
 

@@ -5,6 +5,7 @@ Pure functions over engine data; nothing here talks to Discord.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -51,7 +52,11 @@ def shown_prompt(job: Job, limit: int = MAX_SHOWN_PROMPT) -> str:
     it is named as such."""
     if job.kind is JobKind.DESCRIBE:
         return describe_title(job, limit)
-    raw = job.request.raw or job.request.prompt
+    return _shown(job.request.raw or job.request.prompt, limit)
+
+
+@functools.lru_cache(maxsize=1024)  # a job's message says it on every state (each queue move)
+def _shown(raw: str, limit: int) -> str:
     pieces, end = [], 0
     for match in _URL.finditer(raw):
         pieces += [_escaped(raw[end : match.start()]), f"<{match[1]}>"]
