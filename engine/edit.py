@@ -2,7 +2,7 @@
 to the canvas and mask the pipeline inpaints, and from its images back to the results.
 
 The pipeline call itself is the shared one of engine.generate (`Batch.masks` makes it an
-inpainting call, through the family's inpainting pipeline's `from_pipe`, or the preset's dedicated
+inpainting call, through `AutoPipelineForInpainting.from_pipe`, or the preset's dedicated
 inpainting model). The geometry and the masks are engine.canvas's.
 
     work = prepare(job.edit, source, mask_png, preset, limits)  # GenerationError if impossible

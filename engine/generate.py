@@ -25,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+)
 from PIL import Image, ImageOps
 
 from engine import adapter, conditioning, edit
@@ -33,7 +38,7 @@ from engine.config import EngineConfig, ModelPreset
 from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult, imagine_job
-from engine.loader import PIPELINES, load_inpaint, load_pipeline, model_revision, public_source
+from engine.loader import load_inpaint, load_pipeline, model_revision, public_source
 from engine.noise import initial_noise, stop_sigmas
 from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_size
 from engine.preview import PreviewDecoder, load_taesd
@@ -425,13 +430,12 @@ class Generator:
         plan, seeds, inits = batch.plan, batch.seeds, batch.inits
         scheduler = make_scheduler(plan.sampler, batch.model.pipe.scheduler.config)
         base = batch.model.pipe
-        kinds = PIPELINES[batch.model.preset.family]
         if batch.masks is not None:  # an edit: the dedicated inpainting model, or the base's
             base = batch.model.inpaint or base
-            pipe: Any = kinds.inpaint.from_pipe(base, scheduler=scheduler)
+            pipe = AutoPipelineForInpainting.from_pipe(base, scheduler=scheduler)
         else:
-            kind = kinds.text if inits is None else kinds.image
-            pipe = kind.from_pipe(base, scheduler=scheduler)
+            auto = AutoPipelineForText2Image if inits is None else AutoPipelineForImage2Image
+            pipe = auto.from_pipe(base, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
 
         order = getattr(scheduler, "order", 1)  # Heun & co.: 2 callbacks a step (2N - 1 timesteps)

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,22 +17,11 @@ import torch
 
 # Imported from their modules: the top-level `diffusers` names are lazy and opaque to mypy.
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.pipelines.auto_pipeline import AutoPipelineForInpainting
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import (
-    StableDiffusionImg2ImgPipeline,
-)
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint import (
-    StableDiffusionInpaintPipeline,
-)
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
     StableDiffusionXLPipeline,
-)
-from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img import (
-    StableDiffusionXLImg2ImgPipeline,
-)
-from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_inpaint import (
-    StableDiffusionXLInpaintPipeline,
 )
 from huggingface_hub import snapshot_download
 
@@ -44,27 +32,9 @@ from engine.tiny import ensure_tiny
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class FamilyPipelines:
-    """A family's pipeline classes, by what a call does. Named, not diffusers' AutoPipelineFor*:
-    importing those imports every pipeline diffusers has (ControlNets, single-file loaders and
-    SciPy with them), about 0.45 s of every engine start."""
-
-    text: type[DiffusionPipeline]
-    image: type[DiffusionPipeline]  # img2img: variations, upscale tiles, image prompts
-    inpaint: type[DiffusionPipeline]  # the canvas tools and Vary (Region)
-
-
-PIPELINES = {
-    "sd": FamilyPipelines(
-        StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
-    ),
-    "sdxl": FamilyPipelines(
-        StableDiffusionXLPipeline,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLInpaintPipeline,
-    ),
+_PIPELINES: dict[str, type[DiffusionPipeline]] = {
+    "sd": StableDiffusionPipeline,
+    "sdxl": StableDiffusionXLPipeline,
 }
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # The hub cache keeps each download under models--org--name/snapshots/<commit>/.
@@ -161,7 +131,7 @@ def load_inpaint(preset: ModelPreset, base: DiffusionPipeline, config: EngineCon
             raise FileNotFoundError(f"no diffusers model (model_index.json) in {path}")
         pipe = _with_variant_fallback(
             preset,
-            lambda variant: PIPELINES[preset.family].inpaint.from_pretrained(
+            lambda variant: AutoPipelineForInpainting.from_pretrained(
                 path if local else source,
                 variant=variant,
                 dtype=base.dtype,
@@ -205,7 +175,7 @@ def model_revision(pipe: DiffusionPipeline) -> str:
 
 
 def _load(preset: ModelPreset, config: EngineConfig, dtype: torch.dtype) -> DiffusionPipeline:
-    cls = PIPELINES[preset.family].text
+    cls = _PIPELINES[preset.family]
     extra: dict[str, Any] = {}
     if preset.vae:
         try:
