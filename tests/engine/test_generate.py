@@ -618,6 +618,34 @@ def test_kept_embeddings_draw_what_a_fresh_encoding_draws(generator: Generator) 
     assert np.array_equal(pixels(again.grid), pixels(fresh.grid))
 
 
+@pytest.mark.parametrize("model", FAMILIES)
+def test_a_half_precision_model_stays_in_it_through_every_kind_of_job(
+    engine_config: EngineConfig, model: str
+) -> None:
+    """Each call builds its pipeline from the loaded one's parts (`from_pipe`); that must never
+    cast them (diffusers' `DiffusionPipeline.from_pipe` casts to float32 unless told a dtype:
+    on a GPU, every job would turn a bfloat16 model into a float32 one). bfloat16 runs on a CPU
+    too, so this holds there."""
+    from engine.jobs import Direction, Edit, Tool, edit_job
+
+    generator = Generator(replace(engine_config, dtype="bfloat16"))
+    source = imagine_job(parse_prompt("a red fox --seed 5 --steps 2"), model=model)
+    jobs = [
+        source,
+        vary_job(source, 0, Strength.STRONG, owner="u"),
+        upscale_job(source, 0, Strength.SUBTLE, owner="u"),
+        edit_job(source, 0, Edit(Tool.PAN, direction=Direction.LEFT), owner="u"),
+    ]
+    pipe = generator.model(model).pipe
+    for job in jobs:
+        run(generator, job)
+        dtypes = {
+            name: {p.dtype for p in getattr(pipe, name).parameters()}
+            for name in ("unet", "vae", "text_encoder")
+        }
+        assert all(kinds == {torch.bfloat16} for kinds in dtypes.values()), (job.kind, dtypes)
+
+
 def test_past_max_loaded_models_the_least_recently_used_is_unloaded(
     engine_config: EngineConfig,
 ) -> None:
