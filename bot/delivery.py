@@ -243,7 +243,13 @@ class Deliveries:
     # --- following a job
 
     def _editor(self, target: MessageTarget, job: Job) -> LatestOnly:
-        return LatestOnly(target.show, self.edit_interval_s, f"job {job.id}", self.retry_delays_s)
+        return LatestOnly(
+            target.show,
+            self.edit_interval_s,
+            f"job {job.id}",
+            self.retry_delays_s,
+            position_every_s=lambda: target.position_every_s(self.edit_interval_s),
+        )
 
     async def _follow(
         self,

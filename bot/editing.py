@@ -16,7 +16,6 @@ import dataclasses
 import datetime
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,13 +37,12 @@ WEBHOOK_GONE = (401, 403, 404)  # an expired token (50027) or unknown webhook/me
 # A job's last state is tried again after these pauses, then every last one, until it is shown
 # (while the bot runs; the store keeps it undelivered for the next start otherwise).
 FINAL_RETRY_DELAYS_S = (1.0, 3.0, 9.0, 27.0, 60.0, 120.0, 300.0)
-# With the bot token (a channel's shared rate limit), a change of queue position alone is shown
-# only near the front of the queue or this seldom.
+# A change of queue position alone, past the first few places, waits until this many edit
+# intervals (10 s) have passed since the last position shown (LatestOnly), the newest shown
+# then; with the bot token (a channel's shared rate limit) this long.
 POSITION_EDIT_FRONT = 5
-POSITION_EDIT_INTERVAL_S = 30.0
-# Any other way too, such a change waits until this many edit intervals (10 s) have passed since
-# the last position shown (LatestOnly); the newest is shown then.
 POSITION_EDIT_EVERY = 5
+POSITION_EDIT_INTERVAL_S = 30.0
 # An edit through the webhook can fail at the HTTP level or below it (connection, timeout).
 WEBHOOK_ERRORS = (discord.HTTPException, aiohttp.ClientError, OSError)
 CHANNEL_GONE = (discord.NotFound, discord.Forbidden)  # 10003 Unknown Channel, 50001 Missing Access
@@ -99,7 +97,6 @@ class MessageTarget:
         size_limit: int,
         *,
         message_id: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bot = bot
         self._job_id = job.id
@@ -110,8 +107,6 @@ class MessageTarget:
         self._webhook_message = message
         self._token_expires = token_expires
         self.size_limit = size_limit
-        self._clock = clock
-        self._last_position_edit: float | None = None  # with the bot token
 
     def _webhook_usable(self) -> bool:
         if self._webhook_message is None or self._token_expires is None:
@@ -146,19 +141,13 @@ class MessageTarget:
                     )
         await self._show_with_bot_token(state)
 
-    def _skip_position(self, state: MessageState) -> bool:
-        """On the bot token, a queue position far from the front waits its turn."""
-        if state.position is None or state.position <= POSITION_EDIT_FRONT:
-            return False
-        last = self._last_position_edit
-        return last is not None and self._clock() - last < POSITION_EDIT_INTERVAL_S
+    def position_every_s(self, interval_s: float) -> float:
+        """How long a queue position far back waits after the last one shown (LatestOnly)."""
+        return (
+            POSITION_EDIT_EVERY * interval_s if self._webhook_usable() else POSITION_EDIT_INTERVAL_S
+        )
 
     async def _show_with_bot_token(self, state: MessageState) -> None:
-        if self._skip_position(state):
-            logger.debug("job %s: queue position %s not shown yet", self._job_id, state.position)
-            return
-        if state.position is not None:
-            self._last_position_edit = self._clock()
         if self.channel_id is not None:
             channel = self._bot.get_partial_messageable(self.channel_id)
             if self.message_id is not None:
@@ -225,10 +214,10 @@ class LatestOnly:
     """Sends the newest state of one message at most once per `interval_s`; states that arrive
     in between replace each other (no backlog), and a final state goes out without waiting (and
     is tried again with backoff until it is shown, or close() gives up on it). A new queue
-    position far from the front (past POSITION_EDIT_FRONT) waits until POSITION_EDIT_EVERY
-    intervals have passed since the last position shown: in a burst of 250 jobs, every finished
-    one moves every waiting one, and those edits were 4 of every 5 requests to Discord. Any
-    other state goes out at the usual pace, and the newest position is always shown in the end.
+    position far from the front (past POSITION_EDIT_FRONT) waits until `position_every_s` has
+    passed since the last position shown: in a burst of 250 jobs, every finished one moves every
+    waiting one, and those edits were 4 of every 5 requests to Discord. Any other state goes out
+    at the usual pace, and the newest position is always shown in the end.
     """
 
     def __init__(
@@ -237,9 +226,13 @@ class LatestOnly:
         interval_s: float,
         name: str,
         retry_delays_s: Sequence[float] = FINAL_RETRY_DELAYS_S,
+        position_every_s: Callable[[], float] | None = None,
     ) -> None:
         self._show = show
         self._interval_s = interval_s
+        # how long a far-back position waits (MessageTarget.position_every_s); by default
+        # POSITION_EDIT_EVERY intervals
+        self._position_every_s = position_every_s or (lambda: POSITION_EDIT_EVERY * interval_s)
         self._name = name
         self._retry_delays_s = retry_delays_s
         self._latest: MessageState | None = None
@@ -293,7 +286,7 @@ class LatestOnly:
         newer state (or close()) came before it was due."""
         if state is None or state.position is None or state.position <= POSITION_EDIT_FRONT:
             return False
-        due = self._position_shown + POSITION_EDIT_EVERY * self._interval_s
+        due = self._position_shown + self._position_every_s()
         if self._closing or now >= due:
             return False
         with contextlib.suppress(TimeoutError):

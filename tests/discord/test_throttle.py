@@ -7,8 +7,7 @@ import asyncio
 import datetime
 import io
 import itertools
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -340,9 +339,7 @@ class StubChannel:
         return SimpleNamespace(edit=edit)
 
 
-def stub_target(
-    channel: StubChannel, webhook: Any = None, clock: Callable[[], float] = time.monotonic
-) -> MessageTarget:
+def stub_target(channel: StubChannel, webhook: Any = None) -> MessageTarget:
     job = imagine_job(parse_prompt("a red fox"), model="tiny", owner="42", seed=7)
     bot = SimpleNamespace(get_partial_messageable=lambda channel_id: channel)
     expires = discord.utils.utcnow() + datetime.timedelta(minutes=15) if webhook else None
@@ -354,7 +351,6 @@ def stub_target(
         expires,
         1024,
         message_id=None if webhook else 2,
-        clock=clock,
     )
 
 
@@ -370,16 +366,29 @@ async def test_a_webhook_edit_that_fails_below_http_falls_back_to_the_bot_token(
     assert channel.edits == ["done"]
 
 
-async def test_queue_positions_far_back_are_edited_seldom_with_the_bot_token() -> None:
-    now = [1000.0]
+async def test_queue_positions_far_back_wait_longer_with_the_bot_token() -> None:
+    async def edit(**kwargs: Any) -> None:
+        pass
+
+    # the channel's shared rate limit: 30 s; the interaction's own webhook: 5 edit intervals
+    assert stub_target(StubChannel()).position_every_s(2.0) == 30.0
+    webhook = SimpleNamespace(id=2, edit=edit)
+    assert stub_target(StubChannel(), webhook=webhook).position_every_s(2.0) == 10.0
+
+    # …and LatestOnly waits that long, then shows the newest
+    interval, every = 0.05, 0.6
     channel = StubChannel()
-    target = stub_target(channel, clock=lambda: now[0])
-
+    target = stub_target(channel)
+    editor = LatestOnly(target.show, interval, "test", position_every_s=lambda: every)
+    task = asyncio.create_task(editor.run())
     for position in (9, 8, 7):
-        await target.show(MessageState(f"position {position}", position=position))
-    await target.show(MessageState("position 5", position=5))  # near the front: always shown
-    now[0] += 31.0
-    await target.show(MessageState("position 6", position=6))  # …and far back after 30 s
-    await target.show(MessageState("running"))
-
-    assert channel.edits == ["position 9", "position 5", "position 6", "running"]
+        editor.put(MessageState(f"position {position}", position=position))
+        await asyncio.sleep(interval * 2)
+    assert channel.edits == ["position 9"]
+    await asyncio.sleep(every)
+    assert channel.edits == ["position 9", "position 7"]
+    editor.put(MessageState("running"))
+    await asyncio.sleep(interval * 2)
+    editor.close()
+    await asyncio.wait_for(task, 5)
+    assert channel.edits == ["position 9", "position 7", "running"]
