@@ -28,14 +28,14 @@ How the Midjourney parameters that act on the text land in the diffusion process
 from __future__ import annotations
 
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from compel import CompelForSD, CompelForSDXL
+from compel import Compel, CompelForSD, CompelForSDXL
+from compel.prompt_parser import Conjunction, FlattenedPrompt, Fragment
 
 from engine.config import ModelPreset
 from engine.prompt.request import ImagineRequest
@@ -47,7 +47,6 @@ NAMED_STYLE_WEIGHT = 0.6
 WEIRD_SCALE = 1.5
 _CHAOS_SALT = 0x6368616F  # separate random streams from the seeds' latent noise
 _WEIRD_SALT = 0x77656972
-_TRAILING_WEIGHT = re.compile(r"[+-]+(?=[\s,.;:!?]|$)")  # compel reads `word++` as a weight
 
 
 @dataclass
@@ -89,10 +88,14 @@ def concat(parts: list[Conditioning]) -> Conditioning:
     )
 
 
-def escape(text: str) -> str:
-    """Make user text literal for compel, whose own syntax uses ( ) " and trailing + / -."""
-    text = re.sub(r'([\\()"])', r"\\\1", text)
-    return _TRAILING_WEIGHT.sub(lambda m: "".join("\\" + c for c in m.group(0)), text)
+def _literal(text: str) -> Conjunction:
+    """The whole text as one fragment of weight 1, instead of compel's parse of it: prompts here
+    have Midjourney's syntax, not compel's (weights are `::`, handled above), and escaping compel's
+    syntax could not be undone for every character (a trailing `+` reached CLIP as `\\+`, and SDXL's
+    pooled embedding saw every backslash). The parse was also most of a new prompt's cost."""
+    fragment = Fragment("")
+    fragment.text = text  # set after: Fragment() would turn a typed `\\(` into `(`
+    return Conjunction([FlattenedPrompt([fragment])])
 
 
 def style_weight(request: ImagineRequest) -> float:
@@ -162,12 +165,15 @@ class TextEncoder:
 
     def __init__(self, pipe: Any, family: str) -> None:
         self._compel = CompelForSDXL(pipe) if family == "sdxl" else CompelForSD(pipe)
+        for part in vars(self._compel).values():  # one Compel per text encoder
+            if isinstance(part, Compel):
+                part.parse_prompt_string = _literal
         self._kept: OrderedDict[str, Encoded] = OrderedDict()
 
     def __call__(self, text: str) -> Encoded:
         encoded = self._kept.get(text)
         if encoded is None:
-            out = self._compel(escape(text))
+            out = self._compel(text)
             encoded = self._kept[text] = Encoded(out.embeds, out.pooled_embeds)
             if len(self._kept) > self.KEPT:
                 self._kept.popitem(last=False)

@@ -607,6 +607,23 @@ def test_a_kept_text_is_encoded_once_until_pushed_out(generator: Generator) -> N
     assert calls.count("a red fox") == 2 and torch.equal(again.embeds, fox.embeds)
 
 
+@pytest.mark.parametrize("model", FAMILIES)
+def test_a_prompt_reaches_the_text_encoders_as_typed(generator: Generator, model: str) -> None:
+    """Midjourney's prompts have no compel syntax: each text is encoded as diffusers' own
+    `encode_prompt` encodes it, the pooled embedding (SDXL) too. Punctuation that compel reads
+    as its syntax once reached CLIP with the backslashes that escaped it (`C\\+\\+`)."""
+    loaded = generator.model(model)
+    device = loaded.pipe.device
+    for text in ["C++ programmer, well - done", 'a cat (orange) says "hi"', "C:\\path \\(x\\)"]:
+        ours = loaded.text(text)
+        theirs = loaded.pipe.encode_prompt(
+            text, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        assert torch.allclose(ours.embeds, theirs[0], atol=1e-5), text
+        if ours.pooled is not None:
+            assert torch.allclose(ours.pooled, theirs[2], atol=1e-5), text
+
+
 def test_kept_embeddings_draw_what_a_fresh_encoding_draws(generator: Generator) -> None:
     """--chaos and --weird add noise to a job's rows in place: none of it reaches the kept
     embeddings of its prompt and the house style, which the next job reuses."""
