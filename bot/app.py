@@ -29,6 +29,7 @@ from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
 from bot.prefer import PreferCog
 from bot.presses import Presses
+from bot.reactions import ReactionsCog
 from bot.region import RegionSubmissions
 from bot.region_tokens import load_secret
 from bot.retention import keep_pruning
@@ -105,7 +106,15 @@ class ImagineBot(commands.Bot):
         self.deliveries = Deliveries(self, self._edit_interval_s)
         self.presses = Presses(self)
         await self.deliveries.resume()  # what the last run left: before any new job
-        cogs = (ImagineCog, BlendCog, DescribeCog, SettingsCog, PreferCog, JobCommands)
+        cogs = (
+            ImagineCog,
+            BlendCog,
+            DescribeCog,
+            SettingsCog,
+            PreferCog,
+            JobCommands,
+            ReactionsCog,
+        )
         for cog in cogs:
             await self.add_cog(cog(self))
         self.add_dynamic_items(JobButton, SettingsSelect, SettingsButton)

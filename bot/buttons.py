@@ -8,6 +8,7 @@ Pressing one routes to `bot.presses` (bot/presses.py); this module only knows ho
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
@@ -123,6 +124,19 @@ class JobButton(GuardedItem, discord.ui.DynamicItem[discord.ui.Button[Any]], tem
     async def run(self, interaction: discord.Interaction) -> None:
         bot = cast("ImagineBot", interaction.client)
         await bot.presses.handle(interaction, self.press)
+
+
+def presses_in(components: Sequence[discord.Component]) -> list[Press]:
+    """The job buttons on a message as Discord returns it (a reaction names only the message:
+    its buttons say which job, and which image of it, the message shows)."""
+    found = []
+    for component in components:
+        for child in (*getattr(component, "children", ()), component):
+            custom_id = getattr(child, "custom_id", None)
+            match = re.fullmatch(TEMPLATE, custom_id) if isinstance(custom_id, str) else None
+            if match:
+                found.append(Press(Op(match["op"]), int(match["number"]), match["job"]))
+    return found
 
 
 def cancel_view(job_id: str) -> discord.ui.View:

@@ -317,6 +317,24 @@ class Store:
         )
         _check_found(changed, job_id)
 
+    def job_for_message(self, message_id: int) -> StoredJob | None:
+        """The job this message shows (its progress, then its result)."""
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE message_id = ? ORDER BY rowid DESC LIMIT 1",
+            (message_id,),
+        )
+        return _stored_job(rows[0], self._root) if rows else None
+
+    def forget_message(self, job_id: str) -> None:
+        """The job's message was deleted: /info offers `/show` instead of a dead link."""
+        _check_found(
+            self._write(
+                "UPDATE jobs SET message_id = NULL, updated_at = ? WHERE id = ?",
+                (time.time(), job_id),
+            ),
+            job_id,
+        )
+
     def set_status(
         self,
         job_id: str,

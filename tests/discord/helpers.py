@@ -212,6 +212,14 @@ def rows(message: StoredMessage) -> list[list[str]]:
     return [[c["custom_id"] for c in row.get("components", [])] for row in message.components]
 
 
+async def queued_job(h: Harness) -> StoredMessage:
+    """A job of the tester's that waits behind the admin's blocker."""
+    await h.blocker()
+    message = await h.job_message(await h.imagine("a waiting job"))
+    assert message.content.endswith("(Waiting to start)")  # next after the blocker
+    return message
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def harness(
     monkeypatch: pytest.MonkeyPatch, tiny_engine: EngineClient, tmp_path: Path

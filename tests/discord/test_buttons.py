@@ -9,7 +9,7 @@ from PIL import Image
 from bot.config import PermissionsConfig
 from bot.store import JobStatus, UserSettings
 from engine.jobs import ImageRef, JobKind, Strength
-from tests.discord.helpers import Harness, buttons, harness, image_of, job_id_of
+from tests.discord.helpers import Harness, buttons, harness, image_of, job_id_of, queued_job
 from tests.fake_discord import FakeInteraction, StoredMessage
 
 __all__ = ["harness"]
@@ -197,14 +197,6 @@ async def pick(h: Harness, grid: StoredMessage, number: int) -> StoredMessage:
 
 
 # --- ❌ -----------------------------------------------------------------------------------------
-
-
-async def queued_job(h: Harness) -> StoredMessage:
-    """A job of the tester's that waits behind the admin's blocker."""
-    await h.blocker()
-    message = await h.job_message(await h.imagine("a waiting job"))
-    assert message.content.endswith("(Waiting to start)")  # next after the blocker
-    return message
 
 
 async def test_owner_cancels_with_the_x_button(harness: Harness) -> None:

@@ -1428,6 +1428,29 @@ class FakeDiscord:
             data["values"] = values
         return await self.push_interaction(MESSAGE_COMPONENT, data, message=stored, **kwargs)
 
+    async def push_reaction(
+        self, message: StoredMessage | int, emoji: str, *, user_id: int | None = None
+    ) -> None:
+        """A user adds the (Unicode) ``emoji`` reaction to a message: Discord shows it and sends
+        MESSAGE_REACTION_ADD to bots with the reactions intent (not an interaction: nothing to
+        answer)."""
+        user_id = self.user_id if user_id is None else user_id
+        stored = self._live(message if isinstance(message, int) else message.id)
+        stored.reactions.append(emoji)
+        data: Payload = {
+            "user_id": str(user_id),
+            "channel_id": str(stored.channel_id),
+            "message_id": str(stored.id),
+            "message_author_id": stored.author["id"],
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        if stored.guild_id is not None:
+            data["guild_id"] = str(stored.guild_id)
+            data["member"] = self.members[user_id]
+        await self.push_event("MESSAGE_REACTION_ADD", data)
+
     async def push_modal_submit(
         self, source: FakeInteraction, values: dict[str, str | list[str]], **kwargs: Any
     ) -> FakeInteraction:
