@@ -3,6 +3,11 @@ content, and give the jobs its digest; the engine reads the stored PNG, never a 
 
 An `image` attachment comes first, then the links at the start of the prompt, as on Midjourney.
 Attachments (and links to Discord's own CDN) are read through discord.py.
+
+Discord's CDN links expire (their `ex`/`is`/`hm` signature; a slash command's attachments within
+hours), yet the bot shows them in prompts (/blend's, an `image:` attachment's) for people to
+copy: each CDN link read is remembered without its signature, with the kept image's digest, and
+a later prompt with that link (any signature) uses the kept image without reading it again.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 DISCORD_CDN = ("cdn.discordapp.com", "media.discordapp.net")
+CDN_SIGNATURE = frozenset({"ex", "is", "hm"})  # change when Discord refreshes a link; the file not
 
 
 def wants_images(jobs: Sequence[Job], attachment: discord.Attachment | None) -> bool:
@@ -56,10 +62,27 @@ async def with_image_prompts(
     store = InputStore(bot.config.engine.inputs_dir)
 
     async def digest_of(url: str) -> str:
-        return await asyncio.to_thread(store.put, await _fetch(bot, url, limits))
+        link = cdn_link(url)
+        kept = bot.store.kept_link(link) if link else None
+        if kept is not None and store.path(kept).is_file():
+            return kept
+        digest = await asyncio.to_thread(store.put, await _fetch(bot, url, limits))
+        if link:
+            bot.store.keep_link(link, digest)
+        return digest
 
     first = await kept_attachments(bot, [attachment] if attachment is not None else [])
     return await with_images(jobs, digest_of, first)
+
+
+def cdn_link(url: str) -> str | None:
+    """A Discord CDN link as it stays the same: its path (the same on either CDN host) and query
+    without the signature; None for any other link."""
+    parsed = yarl.URL(url)
+    if parsed.scheme != "https" or parsed.host not in DISCORD_CDN:
+        return None
+    query = sorted((k, v) for k, v in parsed.query.items() if k not in CDN_SIGNATURE)
+    return str(yarl.URL.build(path=parsed.path, query=query))
 
 
 async def kept_attachments(
@@ -69,9 +92,13 @@ async def kept_attachments(
     names the first that could not be used."""
     limits = bot.config.images.limits()
     store = InputStore(bot.config.engine.inputs_dir)
-    return tuple(
-        [await asyncio.to_thread(store.put, await _read(each, limits)) for each in attachments]
-    )
+    digests = []
+    for each in attachments:
+        digests.append(await asyncio.to_thread(store.put, await _read(each, limits)))
+        link = cdn_link(each.url)
+        if link:
+            bot.store.keep_link(link, digests[-1])
+    return tuple(digests)
 
 
 async def _fetch(bot: ImagineBot, url: str, limits: FetchLimits) -> bytes:

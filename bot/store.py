@@ -218,6 +218,12 @@ MIGRATIONS: tuple[tuple[Migration, ...], ...] = (
         # were used: a link stays used across restarts for as long as it is valid.
         "CREATE TABLE used_tokens (nonce TEXT PRIMARY KEY, used_at REAL NOT NULL)",
     ),
+    (
+        # Discord CDN links the bot read an image prompt from, without their expiring signature,
+        # and the kept image's digest (bot/image_prompts.py): a prompt pasted after the link
+        # expired still runs, for as long as the image is kept.
+        "CREATE TABLE kept_links (link TEXT PRIMARY KEY, digest TEXT NOT NULL, kept_at REAL)",
+    ),
 )
 PROFILE_CODE_LENGTH = 7  # like Midjourney's codes: `--p 4x7kq2m`
 _CODE_ALPHABET = string.ascii_lowercase + string.digits
@@ -403,6 +409,19 @@ class Store:
             tuple(s.value for s in FINISHED),
         )
         return [_stored_job(row, self._root) for row in rows]
+
+    # --- image prompts read from Discord's CDN
+
+    def keep_link(self, link: str, digest: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO kept_links (link, digest, kept_at) VALUES (?, ?, ?)",
+            (link, digest, time.time()),
+        )
+
+    def kept_link(self, link: str) -> str | None:
+        """The digest of the image last read from `link`, if any."""
+        rows = self._read("SELECT digest FROM kept_links WHERE link = ?", (link,))
+        return str(rows[0][0]) if rows else None
 
     # --- settings
 

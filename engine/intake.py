@@ -22,7 +22,7 @@ from engine.jobs import Job, imagine_job
 from engine.plan import final_size, planned_steps
 from engine.prompt import ImagineRequest, PromptError, parse_prompt, parse_prompts
 from engine.prompt.flags import FLAGS, split_reference
-from engine.prompt.parser import flag_name
+from engine.prompt.parser import BLEND_IMAGE_WEIGHT, flag_name
 from engine.prompt.permutations import DEFAULT_LIMIT
 
 _STYLIZE_FLAG = re.compile(r"(?:^|\s)(?:--|—|–)(?:s|stylize)(?=\s|$)", re.IGNORECASE)
@@ -217,9 +217,6 @@ def image_links(job: Job) -> tuple[str, ...]:
     request = job.request
     refs = (split_reference(ref)[0] for ref in (*request.style_refs, *request.object_refs))
     return (*request.image_urls, *refs)
-
-
-BLEND_IMAGE_WEIGHT = 2.0  # /blend has no text to weigh against: the adapter at scale 1
 
 
 def read_blend(

@@ -43,6 +43,9 @@ from engine.prompt.request import (
 __all__ = ["FLAGS", "MAX_PROMPT_CHARS", "parse_prompt", "parse_prompts", "suggest_flag"]
 
 MAX_PROMPT_CHARS = 6000
+# Two or more images and no text are a blend (what Midjourney's /blend sends, so its prompts
+# paste): with no text to weigh them against, they count as /blend's do unless --iw says.
+BLEND_IMAGE_WEIGHT = 2.0  # the adapter at scale 1
 # `::` ends a part; a number right after it (up to whitespace, the end or the next `::`) weighs
 # the part before it.
 _WEIGHT_SPLIT = re.compile(rf"::({DECIMAL}(?=\s|$|::))?")
@@ -283,7 +286,11 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
         parts = _parse_parts(prompt)
     except PromptError as problem:
         reading.problems.append(problem)
-    if not parts and not any(p.message.startswith("the weights") for p in reading.problems):
+    blend = not parts and len(image_urls) >= 2
+    if blend and "image_weight" not in set_by:
+        fields["image_weight"] = BLEND_IMAGE_WEIGHT
+    weights_refused = any(p.message.startswith("the weights") for p in reading.problems)
+    if not parts and not blend and not weights_refused:
         reading.problems.append(
             PromptError("an image prompt needs text too: add words that describe the image")
             if image_urls

@@ -80,3 +80,23 @@ async def test_an_attachment_that_is_not_an_image_is_refused_naming_it(h: Harnes
     text = await h.private_reply(interaction)
     assert text.startswith("Could not use the image <notes.txt>: it is not an image"), text
     assert h.bot.store.user_jobs(str(h.tester)) == []
+
+
+async def test_a_blend_pasted_after_its_links_expired_blends_the_kept_images(h: Harness) -> None:
+    """/blend shows its images' links (Discord's, expiring within hours) as its prompt; pasted
+    into /imagine later, as Midjourney users paste a blend, it runs on the images the bot kept."""
+    options = {"image1": png((10, 200, 0)), "image2": png((0, 10, 200))}
+    finished = await h.finished((await h.job_message(await h.command("blend", options))).id)
+    blend = h.stored(finished).job
+    shown = finished.content.split("**")[1]  # what a user copies: `<link> <link> --ar 1:1`
+    for url in blend.request.image_urls:
+        assert "/ephemeral-attachments/" in url
+        del h.fake.attachments[int(url.split("/")[-2])]  # expired: Discord answers 404 now
+    mark = h.fake.mark()
+
+    pasted = h.stored(await h.grid(shown)).job
+
+    assert pasted.request.image_inputs == blend.request.image_inputs
+    assert pasted.request.image_weight == blend.request.image_weight
+    assert pasted.request.aspect == (1, 1) and pasted.request.prompt == ""
+    assert not [r for r in h.fake.requests[mark:] if r.route == "cdn_attachment"]

@@ -155,6 +155,33 @@ async def test_a_discord_cdn_link_is_read_through_discord(h: Harness) -> None:
     assert any(r.route == "cdn_attachment" for r in h.fake.requests)
 
 
+async def test_an_expired_cdn_link_runs_on_the_image_it_showed(h: Harness) -> None:
+    """A Discord link pasted from an old message: the signature has changed (or the file is
+    gone from the CDN), the path has not; the bot uses the image it read from it then."""
+    upload = h.fake.store_attachment(UploadedFile("blue.png", picture((12, 10, 200))))
+    path = f"attachments/123/{upload.id}/blue.png"
+    first = await h.grid(f"https://cdn.discordapp.com/{path}?ex=1&is=2&hm=ab a blue square")
+    del h.fake.attachments[upload.id]  # expired: Discord answers 404 now
+    mark = h.fake.mark()
+
+    again = await h.grid(f"https://media.discordapp.net/{path}?ex=9&is=8&hm=cd a blue circle")
+
+    assert h.stored(again).job.request.image_inputs == h.stored(first).job.request.image_inputs
+    assert not [r for r in h.fake.requests[mark:] if r.route == "cdn_attachment"]
+
+
+async def test_a_kept_link_whose_image_retention_deleted_is_read_again(h: Harness) -> None:
+    upload = h.fake.store_attachment(UploadedFile("teal.png", picture((12, 190, 180))))
+    url = f"https://cdn.discordapp.com/attachments/123/{upload.id}/teal.png?ex=1&hm=ab"
+    [digest] = h.stored(await h.grid(f"{url} a teal square")).job.request.image_inputs
+    (h.storage / "inputs" / f"{digest}.png").unlink()
+    del h.fake.attachments[upload.id]
+
+    text = await h.private_reply(await h.imagine(f"{url} a teal circle"))
+
+    assert text == f"Could not use the image <{url}>: Discord answered 404."
+
+
 async def test_an_attachment_that_is_not_an_image_is_refused(h: Harness) -> None:
     interaction = await h.command(
         "imagine", {"prompt": "a cat", "image": UploadedFile("notes.txt", b"hello", "text/plain")}

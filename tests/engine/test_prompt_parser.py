@@ -18,6 +18,7 @@ from engine.prompt import (
     parse_prompts,
     suggest_flag,
 )
+from engine.prompt.parser import BLEND_IMAGE_WEIGHT
 
 QUALITY = "a number (rounded to one of .25, .5, 1, 2, 4)"
 ASPECT = "W:H in whole numbers from 1:8 to 8:1 (like 16:9; not 1.5:1)"
@@ -450,9 +451,21 @@ def test_leading_image_urls(text: str, urls: tuple[str, ...], prompt: str) -> No
 
 
 @pytest.mark.parametrize("text", ["https://x.com/a.png", "https://x.com/a.png --ar 2:1"])
-def test_image_urls_without_text_are_refused(text: str) -> None:
+def test_one_image_url_without_text_is_refused(text: str) -> None:
     with pytest.raises(PromptError, match="an image prompt needs text too"):
         parse_prompt(text)
+
+
+def test_two_images_without_text_are_a_blend_as_midjourneys_blend_prompts_are() -> None:
+    """What /blend shows (`<a> <b> --ar 2:3`) pastes into /imagine, and remixes, as it ran."""
+    request = parse_prompt("https://x.com/a.png https://x.com/b.png --ar 2:3")
+    assert request.prompt == "" and request.parts == ()
+    assert request.image_urls == ("https://x.com/a.png", "https://x.com/b.png")
+    assert request.image_weight == BLEND_IMAGE_WEIGHT and request.aspect == (2, 3)
+    assert parse_prompt(request.raw) == request
+    assert parse_prompt("https://x.com/a.png https://x.com/b.png --iw 0.5").image_weight == 0.5
+    with_text = parse_prompt("https://x.com/a.png https://x.com/b.png two cats")
+    assert with_text.image_weight == ImagineRequest.image_weight  # text to weigh them against
 
 
 @pytest.mark.parametrize(

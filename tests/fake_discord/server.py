@@ -804,6 +804,7 @@ class FakeDiscord:
             ("GET", "/attachments/{attachment_id}/{filename}", "attachment", self._file, False),
             # Discord's CDN form of the same file (cdn.discordapp.com is sent here: fixtures)
             ("GET", cdn, "cdn_attachment", self._file, False),
+            ("GET", "/ephemeral-" + cdn.lstrip("/"), "cdn_attachment", self._file, False),
         ]
 
     def _endpoint(
@@ -1398,6 +1399,12 @@ class FakeDiscord:
             if not isinstance(value, UploadedFile):
                 raise TypeError(f"option {option!r} is an attachment: pass an UploadedFile")
             attachment = self.store_attachment(value)
+            # As Discord links a command's attachments: on its CDN (which the fixtures send
+            # here), signed, expiring within hours.
+            attachment.url = (
+                f"https://cdn.discordapp.com/ephemeral-attachments/{self.channel_id}/"
+                f"{attachment.id}/{attachment.filename}?ex=6751d2f0&is=67508170&hm=3f9a"
+            )
             resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.payload(
                 ephemeral=True
             )
