@@ -8,6 +8,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from bot.store import UserSettings
 from engine.storage import read_metadata
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.fake_discord import UploadedFile
@@ -100,3 +101,17 @@ async def test_a_blend_pasted_after_its_links_expired_blends_the_kept_images(h: 
     assert pasted.request.image_weight == blend.request.image_weight
     assert pasted.request.aspect == (1, 1) and pasted.request.prompt == ""
     assert not [r for r in h.fake.requests[mark:] if r.route == "cdn_attachment"]
+
+
+async def test_a_blend_remixes_unchanged_and_with_words_added(h: Harness) -> None:
+    h.bot.store.save_settings(str(h.tester), UserSettings(remix=True))
+    options = {"image1": png((90, 200, 0)), "image2": png((0, 90, 200))}
+    finished = await h.finished((await h.job_message(await h.command("blend", options))).id)
+    blend = h.stored(finished).job
+
+    for added in ("", " at night"):
+        edited = blend.request.raw.replace(" --ar", f"{added} --ar")
+        submit = await h.remix(finished, f"mj:r:0:{blend.id}", edited)
+        again = h.stored(await h.finished((await h.job_message(submit)).id)).job
+        assert again.request.image_inputs == blend.request.image_inputs  # not fetched again
+        assert again.request.prompt == added.strip()
