@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 ENVELOPE = frozenset({"\u2709\ufe0f", "\u2709"})  # ✉️, with or without the emoji presentation
 CROSS = "\u274c"  # ❌
+# ✉️ taken off and put back sends the same DM (up to a 10 MB upload) again: once per user and
+# message in this long is enough
+ENVELOPE_AGAIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Reacted:
 class ReactionsCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
+        self._sent: dict[tuple[int, int], float] = {}  # (user, message) → when ✉️ last sent it
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
@@ -81,6 +86,9 @@ class ReactionsCog(commands.Cog):
         if reacted is None or reacted.stored.guild_id not in (None, event.guild_id):
             return
         if envelope:
+            if self._sent_lately(event.user_id, event.message_id):
+                logger.info("✉️ by %s on %s ignored: sent already", event.user_id, event.message_id)
+                return
             await self._send_to_dms(event.user_id, reacted)
             return
         admin = is_admin(self.bot.config.permissions, user_id=event.user_id, role_ids=roles)
@@ -89,6 +97,15 @@ class ReactionsCog(commands.Cog):
             logger.info("❌ by %s ignored: not their job %s", event.user_id, reacted.stored.job.id)
             return
         await self._cross(event, reacted)
+
+    def _sent_lately(self, user_id: int, message_id: int) -> bool:
+        """Whether ✉️ sent this message to this user within ENVELOPE_AGAIN_S; marks it sent."""
+        now = time.monotonic()
+        self._sent = {k: t for k, t in self._sent.items() if now - t < ENVELOPE_AGAIN_S}
+        if (user_id, message_id) in self._sent:
+            return True
+        self._sent[(user_id, message_id)] = now
+        return False
 
     def _channel_of(self, channel_id: int) -> int:
         """A thread counts as its parent channel (as for interactions)."""

@@ -194,3 +194,18 @@ async def test_other_reactions_and_other_messages_are_ignored(harness: Harness) 
     sent = [r.route for r in h.fake.requests[mark:]]
     assert sent.count("channel_message_create") == 1 and "channel_message_delete" not in sent
     assert not h.fake.messages[not_ours.id].deleted
+
+
+async def test_envelope_again_within_a_minute_sends_nothing_more(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    grid = await h.grid("once is enough")
+
+    await h.fake.push_reaction(grid, ENVELOPE)
+    await dm_to(h, h.tester)
+    await h.fake.push_reaction(grid, ENVELOPE)  # taken off and put back
+    await h.fake.push_reaction(grid, ENVELOPE, user_id=h.bob)  # someone else's is their own
+    await dm_to(h, h.bob)
+
+    dms = [m for m in h.fake.messages.values() if h.fake.channels[m.channel_id]["type"] == 1]
+    assert len(dms) == 2
