@@ -27,7 +27,7 @@ from bot.attachments import Upload, fit_image
 from bot.buttons import presses_in
 from bot.delivery import describing, finished_state
 from bot.interactions import DEFAULT_ATTACHMENT_LIMIT, role_ids
-from bot.moderation import access_denied, is_admin
+from bot.moderation import access_denied, banned_request, is_admin
 from bot.store import UNFINISHED, JobStatus, StoredJob
 
 if TYPE_CHECKING:
@@ -86,6 +86,12 @@ class ReactionsCog(commands.Cog):
         if reacted is None or reacted.stored.guild_id not in (None, event.guild_id):
             return
         if envelope:
+            rule = banned_request(self.bot.config.moderation, reacted.stored.job.request)
+            if rule is not None:  # as for buttons and /show: the rules in force now
+                logger.info(
+                    "✉️ by %s ignored: job %s breaks %s", event.user_id, reacted.stored.job.id, rule
+                )
+                return
             if self._sent_lately(event.user_id, event.message_id):
                 logger.info("✉️ by %s on %s ignored: sent already", event.user_id, event.message_id)
                 return

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bot.config import PermissionsConfig
+from bot.config import ModerationConfig, PermissionsConfig
 from bot.store import JobStatus
 from tests.discord.helpers import Harness, eventually, harness, image_of, job_id_of, queued_job
 from tests.fake_discord import StoredMessage
@@ -209,3 +209,21 @@ async def test_envelope_again_within_a_minute_sends_nothing_more(harness: Harnes
 
     dms = [m for m in h.fake.messages.values() if h.fake.channels[m.channel_id]["type"] == 1]
     assert len(dms) == 2
+
+
+async def test_envelope_applies_the_rules_in_force(harness: Harness) -> None:
+    h = harness
+    before = await h.start()
+    grid = await h.grid("a gory battle")
+    await h.stop(before)
+    await h.start(moderation=ModerationConfig(banned_words=("gory",)))  # a rule added since
+
+    await h.fake.push_reaction(grid, ENVELOPE)
+    await h.fake.push_reaction(grid, ENVELOPE, user_id=h.bob)  # the rule holds for everyone
+    fine = await h.grid("a calm battle")
+    await h.fake.push_reaction(fine, ENVELOPE, user_id=h.bob)
+
+    dm = await dm_to(h, h.bob)
+    assert "a calm battle" in dm.content
+    dms = [m for m in h.fake.messages.values() if h.fake.channels[m.channel_id]["type"] == 1]
+    assert [m.id for m in dms] == [dm.id]
