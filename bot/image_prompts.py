@@ -5,9 +5,9 @@ An `image` attachment comes first, then the links at the start of the prompt, as
 Attachments (and links to Discord's own CDN) are read through discord.py.
 
 Discord's CDN links expire (their `ex`/`is`/`hm` signature; a slash command's attachments within
-hours), yet the bot shows them in prompts (/blend's, an `image:` attachment's) for people to
-copy: each CDN link read is remembered without its signature, with the kept image's digest, and
-a later prompt with that link (any signature) uses the kept image without reading it again.
+hours), yet prompts show them (/blend's) and people paste them from old messages: each CDN link
+read (an attachment's too) is remembered without its signature, with the kept image's digest,
+and a later prompt with that link (any signature) uses the kept image without reading it again.
 """
 
 from __future__ import annotations
