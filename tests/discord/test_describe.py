@@ -356,3 +356,19 @@ async def test_show_posts_a_describe_again_with_its_buttons(
     assert without.content == message.content and without.attachments == []  # image gone
     refused = await h.private_reply(await h.press(without, f"mj:r:0:{job_id_of(message)}"))
     assert refused == "This image has expired: it is no longer in the bot's storage."
+
+
+async def test_envelope_sends_the_four_prompts_and_the_image_to_dms(
+    h_described: tuple[Harness, StoredMessage],
+) -> None:
+    h, message = h_described
+    prompts = prompts_of(h, message)
+
+    await h.fake.push_reaction(message, "✉️")
+
+    dm = await h.new_message(lambda m: h.fake.channels[m.channel_id]["type"] == 1, timeout=10.0)
+    assert all(f"{number} " in dm.content for number in NUMBERS)
+    assert prompts[0][:40] in dm.content.replace("\\", "")
+    assert f"Job ID: `{job_id_of(message)}`" in dm.content
+    [attachment] = dm.attachments
+    assert image_of(attachment.data).size == (120, 80)
