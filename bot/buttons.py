@@ -74,6 +74,11 @@ class Press:
     def custom_id(self) -> str:
         return f"mj:{self.op.value}:{self.number}:{self.job_id}"
 
+    @classmethod
+    def from_match(cls, match: re.Match[str]) -> Press:
+        """The press a custom_id matched by TEMPLATE stands for."""
+        return cls(Op(match["op"]), int(match["number"]), match["job"])
+
 
 # How each op looks: (label, emoji, style).
 _LOOKS: dict[Op, tuple[str | None, str | None, discord.ButtonStyle]] = {
@@ -118,8 +123,7 @@ class JobButton(GuardedItem, discord.ui.DynamicItem[discord.ui.Button[Any]], tem
         match: re.Match[str],
         /,
     ) -> JobButton:
-        press = Press(Op(match["op"]), int(match["number"]), match["job"])
-        return cls(press, row=item.row)
+        return cls(Press.from_match(match), row=item.row)
 
     async def run(self, interaction: discord.Interaction) -> None:
         bot = cast("ImagineBot", interaction.client)
@@ -135,7 +139,7 @@ def presses_in(components: Sequence[discord.Component]) -> list[Press]:
             custom_id = getattr(child, "custom_id", None)
             match = re.fullmatch(TEMPLATE, custom_id) if isinstance(custom_id, str) else None
             if match:
-                found.append(Press(Op(match["op"]), int(match["number"]), match["job"]))
+                found.append(Press.from_match(match))
     return found
 
 

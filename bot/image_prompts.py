@@ -66,10 +66,7 @@ async def with_image_prompts(
         kept = bot.store.kept_link(link) if link else None
         if kept is not None and store.path(kept).is_file():
             return kept
-        digest = await asyncio.to_thread(store.put, await _fetch(bot, url, limits))
-        if link:
-            bot.store.keep_link(link, digest)
-        return digest
+        return await _keep(bot, store, await _fetch(bot, url, limits), url)
 
     first = await kept_attachments(bot, [attachment] if attachment is not None else [])
     return await with_images(jobs, digest_of, first)
@@ -92,13 +89,19 @@ async def kept_attachments(
     names the first that could not be used."""
     limits = bot.config.images.limits()
     store = InputStore(bot.config.engine.inputs_dir)
-    digests = []
-    for each in attachments:
-        digests.append(await asyncio.to_thread(store.put, await _read(each, limits)))
-        link = cdn_link(each.url)
-        if link:
-            bot.store.keep_link(link, digests[-1])
-    return tuple(digests)
+    return tuple(
+        [await _keep(bot, store, await _read(each, limits), each.url) for each in attachments]
+    )
+
+
+async def _keep(bot: ImagineBot, store: InputStore, png: bytes, url: str) -> str:
+    """`png` (read from `url`) kept by its content, and the link remembered if Discord's; its
+    digest."""
+    digest = await asyncio.to_thread(store.put, png)
+    link = cdn_link(url)
+    if link:
+        bot.store.keep_link(link, digest)
+    return digest
 
 
 async def _fetch(bot: ImagineBot, url: str, limits: FetchLimits) -> bytes:

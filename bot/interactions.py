@@ -33,15 +33,19 @@ def role_ids(user: discord.User | discord.Member) -> Sequence[int]:
     return list(user._roles) if isinstance(user, discord.Member) else ()
 
 
+def rules_channel(channel: object, channel_id: int | None) -> int | None:
+    """The channel the access rules look at: a thread counts as its parent channel."""
+    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+        return channel.parent_id
+    return channel_id
+
+
 def access_refusal(config: BotConfig, interaction: discord.Interaction) -> str | None:
     """Why this user may not use the bot here (plain words), or None."""
-    channel_id = interaction.channel_id
-    if isinstance(interaction.channel, discord.Thread):  # a thread counts as its parent channel
-        channel_id = interaction.channel.parent_id
     return access_denied(
         config.permissions,
         guild_id=interaction.guild_id,
-        channel_id=channel_id,
+        channel_id=rules_channel(interaction.channel, interaction.channel_id),
         user_id=interaction.user.id,
         role_ids=role_ids(interaction.user),
     )

@@ -26,7 +26,7 @@ from bot import messages
 from bot.attachments import Upload, fit_image
 from bot.buttons import presses_in
 from bot.delivery import describing, finished_state
-from bot.interactions import DEFAULT_ATTACHMENT_LIMIT, role_ids
+from bot.interactions import DEFAULT_ATTACHMENT_LIMIT, role_ids, rules_channel
 from bot.moderation import access_denied, banned_request, is_admin
 from bot.store import UNFINISHED, JobStatus, StoredJob
 
@@ -75,7 +75,7 @@ class ReactionsCog(commands.Cog):
         refused = access_denied(
             self.bot.config.permissions,
             guild_id=event.guild_id,
-            channel_id=self._channel_of(event.channel_id),
+            channel_id=rules_channel(self.bot.get_channel(event.channel_id), event.channel_id),
             user_id=event.user_id,
             role_ids=roles,
         )
@@ -98,8 +98,8 @@ class ReactionsCog(commands.Cog):
             await self._send_to_dms(event.user_id, reacted)
             return
         admin = is_admin(self.bot.config.permissions, user_id=event.user_id, role_ids=roles)
-        owners = {reacted.stored.job.owner, str(reacted.posted_for)}
-        if str(event.user_id) not in owners and not admin:
+        mine = str(event.user_id) == reacted.stored.job.owner or event.user_id == reacted.posted_for
+        if not mine and not admin:
             logger.info("❌ by %s ignored: not their job %s", event.user_id, reacted.stored.job.id)
             return
         await self._cross(event, reacted)
@@ -112,13 +112,6 @@ class ReactionsCog(commands.Cog):
             return True
         self._sent[(user_id, message_id)] = now
         return False
-
-    def _channel_of(self, channel_id: int) -> int:
-        """A thread counts as its parent channel (as for interactions)."""
-        channel = self.bot.get_channel(channel_id)
-        if isinstance(channel, discord.Thread) and channel.parent_id is not None:
-            return channel.parent_id
-        return channel_id
 
     async def _reacted(self, event: discord.RawReactionActionEvent) -> Reacted | None:
         """A job's own message is in the store; a U post or a /show is not: its buttons say which
