@@ -3,7 +3,6 @@ equal weights, no text), in one of three shapes. The grid has the usual U / V / 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,10 +12,11 @@ from discord.ext import commands
 
 from bot import messages
 from bot.fetch import FetchError
-from bot.image_prompts import kept_attachments
-from bot.interactions import answer_privately
+from bot.image_prompts import with_image_prompts
+from bot.interactions import answer_privately, reply_private
 from bot.prompts import preferences
 from engine.intake import prompt_jobs, read_blend
+from engine.prompt import PromptError
 from engine.storage import StorageError
 
 if TYPE_CHECKING:
@@ -58,10 +58,16 @@ class BlendCog(commands.Cog):
         owner = str(interaction.user.id)
         images = [i for i in (image1, image2, image3, image4, image5) if i is not None]
         aspect = DIMENSIONS[dimensions.value if dimensions else "Square"]
+        links = [image.url for image in images]
+        try:  # a file name the parser cannot read as a link (Discord's are tame)
+            reading = read_blend(links, aspect, bot.config.engine, preferences(bot.store, owner))
+        except PromptError as error:
+            await reply_private(interaction, messages.prompt_error(error))
+            return
         # Reading the images may take longer than Discord waits for an answer (3 s).
         await interaction.response.defer(thinking=True)
         try:
-            digests = await kept_attachments(bot, images)
+            jobs = await with_image_prompts(bot, prompt_jobs(reading, owner, 1), images)
         except FetchError as error:
             await answer_privately(interaction, str(error))
             return
@@ -69,10 +75,4 @@ class BlendCog(commands.Cog):
             await answer_privately(interaction, messages.DISK_FULL)
             logger.error("could not keep a /blend image: %s", error)
             return
-        links = [image.url for image in images]
-        reading = read_blend(links, aspect, bot.config.engine, preferences(bot.store, owner))
-        (job,) = prompt_jobs(reading, owner, 1)
-        job = dataclasses.replace(
-            job, request=dataclasses.replace(job.request, image_inputs=digests)
-        )
-        await bot.deliveries.launch(interaction, [job], reading.notes)
+        await bot.deliveries.launch(interaction, jobs, reading.notes)

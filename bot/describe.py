@@ -10,6 +10,7 @@ store: the buttons need only its id, after a restart or months later.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from discord.ext import commands
 from bot import messages
 from bot.buttons import DESCRIBE_OPS, Op, Press
 from bot.fetch import FetchError
-from bot.image_prompts import with_image_prompts
+from bot.image_prompts import kept_attachments, with_image_prompts
 from bot.imagine import imagine_text
 from bot.interactions import MAX_MODAL_TEXT, LoggedModal, answer_privately, reply_private
 from bot.prompts import Refused, read_user_prompt
@@ -66,7 +67,13 @@ class DescribeCog(commands.Cog):
         await interaction.response.defer(thinking=True)
         job = describe_job(owner=str(interaction.user.id), link=url)
         try:
-            (job,) = await with_image_prompts(self.bot, [job], image)
+            if image is not None:  # not shown in the answer, as a link would be
+                digests = await kept_attachments(self.bot, [image])
+                job = dataclasses.replace(
+                    job, request=dataclasses.replace(job.request, image_inputs=digests)
+                )
+            else:
+                (job,) = await with_image_prompts(self.bot, [job])
         except FetchError as error:
             await answer_privately(interaction, str(error))
             return

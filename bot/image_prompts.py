@@ -1,8 +1,9 @@
 """Image prompts of /imagine: fetch each image once (bot/fetch.py), keep it in storage by its
 content, and give the jobs its digest; the engine reads the stored PNG, never a URL.
 
-An `image` attachment comes first, then the links at the start of the prompt, as on Midjourney.
-Attachments (and links to Discord's own CDN) are read through discord.py.
+An `image` attachment's link leads the prompt (bot/imagine.py), then come the links typed at its
+start, as on Midjourney. Attachments (and links to Discord's own CDN) are read through
+discord.py.
 
 Discord's CDN links expire (their `ex`/`is`/`hm` signature; a slash command's attachments within
 hours), yet prompts show them (/blend's) and people paste them from old messages: each CDN link
@@ -33,8 +34,8 @@ DISCORD_CDN = ("cdn.discordapp.com", "media.discordapp.net")
 CDN_SIGNATURE = frozenset({"ex", "is", "hm"})  # change when Discord refreshes a link; the file not
 
 
-def wants_images(jobs: Sequence[Job], attachment: discord.Attachment | None) -> bool:
-    return attachment is not None or any(image_links(job) for job in jobs)
+def wants_images(jobs: Sequence[Job]) -> bool:
+    return any(image_links(job) for job in jobs)
 
 
 def same_images(new: ImagineRequest, old: ImagineRequest) -> ImagineRequest | None:
@@ -53,23 +54,28 @@ def same_images(new: ImagineRequest, old: ImagineRequest) -> ImagineRequest | No
 
 
 async def with_image_prompts(
-    bot: ImagineBot, jobs: Sequence[Job], attachment: discord.Attachment | None
+    bot: ImagineBot, jobs: Sequence[Job], attachments: Sequence[discord.Attachment] = ()
 ) -> list[Job]:
     """`jobs` with their image prompts and references fetched and stored (`image_inputs`,
     `style_inputs`, `object_inputs` set); FetchError names the first image that could not be
-    used, and why."""
+    used, and why. `attachments`: those whose links the prompts name (an `image` attachment's
+    leads the prompt, /blend's are the prompt), read through discord.py."""
     limits = bot.config.images.limits()
     store = InputStore(bot.config.engine.inputs_dir)
+    attached = dict(
+        zip([a.url for a in attachments], await kept_attachments(bot, attachments), strict=True)
+    )
 
     async def digest_of(url: str) -> str:
+        if url in attached:
+            return attached[url]
         link = cdn_link(url)
         kept = bot.store.kept_link(link) if link else None
         if kept is not None and store.path(kept).is_file():
             return kept
         return await _keep(bot, store, await _fetch(bot, url, limits), url)
 
-    first = await kept_attachments(bot, [attachment] if attachment is not None else [])
-    return await with_images(jobs, digest_of, first)
+    return await with_images(jobs, digest_of)
 
 
 def cdn_link(url: str) -> str | None:

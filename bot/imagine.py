@@ -61,6 +61,10 @@ async def imagine_text(
     are fetched, several jobs ask first; the interaction is answered (or deferred) within
     Discord's 3 s."""
     owner = str(interaction.user.id)
+    if image is not None:
+        # Its link leads the prompt, as Midjourney shows an image prompt: the grid's prompt
+        # then names it, and pasting or remixing that prompt uses the kept image again.
+        prompt = f"{image.url} {prompt}"
     try:
         reading = read_user_prompt(bot, owner, prompt)
         jobs = prompt_jobs(reading, owner, bot.config.limits.max_jobs_per_prompt)
@@ -70,11 +74,11 @@ async def imagine_text(
     except PromptError as error:  # too many jobs
         await reply_private(interaction, messages.prompt_error(error))
         return
-    if wants_images(jobs, image):
+    if wants_images(jobs):
         # Fetching may take longer than Discord waits for an answer (3 s): think first.
         await interaction.response.defer(thinking=True, ephemeral=len(jobs) > 1)
         try:
-            jobs = await with_image_prompts(bot, jobs, image)
+            jobs = await with_image_prompts(bot, jobs, [image] if image else [])
         except FetchError as error:
             await answer_privately(interaction, str(error))
             return

@@ -268,7 +268,7 @@ class RemixModal(LoggedModal):
         else:  # new image links: fetched as for /imagine
             await interaction.response.defer(thinking=True)
             try:
-                (job,) = await with_image_prompts(bot, [made], None)
+                (job,) = await with_image_prompts(bot, [made])
             except FetchError as error:
                 await answer_privately(interaction, str(error))
                 return

@@ -244,7 +244,7 @@ class RegionSubmissions:
                 bot, stored.job, claim.index, claim.user_id, mask, prompt
             )
             if new_links:
-                (job,) = await with_image_prompts(bot, [job], None)
+                (job,) = await with_image_prompts(bot, [job])
         except Refused as refusal:
             raise RegionRefused(refusal.message) from None
         except FetchError as error:

@@ -22,7 +22,7 @@ from engine.jobs import Job, imagine_job
 from engine.plan import final_size, planned_steps
 from engine.prompt import ImagineRequest, PromptError, parse_prompt, parse_prompts
 from engine.prompt.flags import FLAGS, split_reference
-from engine.prompt.parser import BLEND_IMAGE_WEIGHT, flag_name
+from engine.prompt.parser import flag_name
 from engine.prompt.permutations import DEFAULT_LIMIT
 
 _STYLIZE_FLAG = re.compile(r"(?:^|\s)(?:--|—|–)(?:s|stylize)(?=\s|$)", re.IGNORECASE)
@@ -105,25 +105,29 @@ def read_prompt(
     find_profile: ProfileLookup | None = None,
     model_override: str | None = None,
     zoom: bool = False,
+    images: int = 0,
 ) -> Reading:
     """Parse an expanded prompt (see `expand_prompt`) into requests and their presets.
 
     `permutations=False` refuses `{…}` sets (a remix box edits one job). `model_override` (the
     local command's --model) wins over --v. `zoom`: the prompt is Custom Zoom's, where --zoom
-    counts (elsewhere it is dropped with a note). PromptError for a bad prompt.
+    counts (elsewhere it is dropped with a note). `images`: image prompt files given beside the
+    text (the local command's --image), before its links. PromptError for a bad prompt.
     """
     prefs = prefs or Preferences()
     names = config.presets.keys()
     requests = (
-        parse_prompts(text, limit=limit, models=names)
+        parse_prompts(text, limit=limit, models=names, images=images)
         if permutations
-        else (parse_prompt(text, models=names),)
+        else (parse_prompt(text, models=names, images=images),)
     )
     if prefs.stylize is not None and not _STYLIZE_FLAG.search(text):
         requests = tuple(dataclasses.replace(r, stylize=prefs.stylize) for r in requests)
     if not zoom:
         requests = tuple(_without_zoom(r) for r in requests)
-    return Reading(tuple(_prompt(r, config, prefs, find_profile, model_override) for r in requests))
+    return Reading(
+        tuple(_prompt(r, config, prefs, find_profile, model_override, images) for r in requests)
+    )
 
 
 ZOOM_ELSEWHERE = "`--zoom` works in Custom Zoom (under an upscaled image); it was ignored"
@@ -156,6 +160,7 @@ def _prompt(
     prefs: Preferences,
     find_profile: ProfileLookup | None,
     model_override: str | None,
+    images: int = 0,
 ) -> Prompt:
     notes: list[str] = []
     if model_override is not None:
@@ -176,7 +181,7 @@ def _prompt(
         )
     request = _personalize(request, prefs.profile, find_profile, notes)
     notes.extend(_limit_notes(request, preset, config.limits))
-    notes.extend(_adapter_notes(request, preset))
+    notes.extend(_adapter_notes(request, preset, images))
     request = dataclasses.replace(request, notes=tuple(dict.fromkeys([*request.notes, *notes])))
     return Prompt(request, preset.name)
 
@@ -226,21 +231,12 @@ def read_blend(
     prefs: Preferences | None = None,
 ) -> Reading:
     """/blend: the images (their links, as shown; the bot stores their bytes) mixed with equal
-    weights and no text, at `aspect`, on the user's model."""
+    weights and no text, at `aspect`, on the user's model and stylize (not their suffix): the
+    prompt Midjourney shows for a blend, read as any pasted one is."""
     prefs = prefs or Preferences()
-    raw = " ".join([*links, f"--ar {aspect[0]}:{aspect[1]}"])
-    request = ImagineRequest(
-        prompt="",
-        image_urls=tuple(links),
-        aspect=aspect,
-        image_weight=BLEND_IMAGE_WEIGHT,
-        stylize=prefs.stylize if prefs.stylize is not None else ImagineRequest.stylize,
-        raw=raw,
-    )
-    notes: list[str] = []
-    preset = _preset(request, config, prefs.model, notes)
-    notes += [*_limit_notes(request, preset, config.limits), *_adapter_notes(request, preset)]
-    return Reading((Prompt(dataclasses.replace(request, notes=tuple(notes)), preset.name),))
+    text = " ".join([*links, f"--ar {aspect[0]}:{aspect[1]}"])
+    mine = Preferences(model=prefs.model, stylize=prefs.stylize)
+    return read_prompt(text, config, mine, permutations=False)
 
 
 def _preset(
@@ -308,12 +304,13 @@ def _limit_notes(request: ImagineRequest, preset: ModelPreset, limits: JobLimits
     return notes
 
 
-def _adapter_notes(request: ImagineRequest, preset: ModelPreset) -> list[str]:
-    """What a preset without an IP-Adapter does with image prompts and references."""
+def _adapter_notes(request: ImagineRequest, preset: ModelPreset, given: int = 0) -> list[str]:
+    """What a preset without an IP-Adapter does with image prompts (`given` files and the
+    links) and references."""
     if preset.ip_adapter is not None:
         return []
     notes = []
-    if len(request.image_urls) > 1:
+    if len(request.image_urls) + given > 1:
         notes.append(
             f"**{preset.name}** has no image adapter: the first image prompt was the starting "
             "image, the others were not used"

@@ -150,7 +150,12 @@ async def run_local(
             config = config.with_model(model)  # preload the model that will run, not the default
         permutations = edit is None  # an edit is one job, as under a Discord image
         reading = read_prompt(
-            prompt, config, limit=MAX_LOCAL_JOBS, model_override=model, permutations=permutations
+            prompt,
+            config,
+            limit=MAX_LOCAL_JOBS,
+            model_override=model,
+            permutations=permutations,
+            images=len(images),
         )
         jobs = prompt_jobs(reading, "local", MAX_LOCAL_JOBS)
     except PromptError as error:

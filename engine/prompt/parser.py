@@ -271,8 +271,11 @@ def _check_length(text: str) -> None:
         )
 
 
-def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> ImagineRequest:
-    """Parse one prompt whose permutations are already expanded (braces are literal here)."""
+def _parse_expanded(
+    text: str, raw: str, models: Collection[str] | None, given: int = 0
+) -> ImagineRequest:
+    """Parse one prompt whose permutations are already expanded (braces are literal here).
+    `given`: image prompts given beside the text (files), which count as its links do."""
     reading = _Reading()
     # 1. split: image URLs, then text, then parameters from the first word that is a flag
     image_urls, rest = _split_urls(text.split(), reading)
@@ -286,14 +289,15 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
         parts = _parse_parts(prompt)
     except PromptError as problem:
         reading.problems.append(problem)
-    blend = not parts and len(image_urls) >= 2
+    images = len(image_urls) + given
+    blend = not parts and images >= 2
     if blend and "image_weight" not in set_by:
         fields["image_weight"] = BLEND_IMAGE_WEIGHT
     weights_refused = any(p.message.startswith("the weights") for p in reading.problems)
     if not parts and not blend and not weights_refused:
         reading.problems.append(
             PromptError("an image prompt needs text too: add words that describe the image")
-            if image_urls
+            if images
             else PromptError("the prompt is empty")
         )
     if reading.problems:
@@ -302,7 +306,7 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
     if fields.get("style") == "raw":  # --style raw is --raw; other styles are named ones
         del fields["style"]
         fields["style_raw"] = True
-    if not image_urls and "image_weight" in set_by:
+    if not images and "image_weight" in set_by:
         reading.note(f"`{set_by['image_weight']}` weighs image prompts, and this prompt has none")
     _reference_notes(fields, set_by, reading)
     video = [flag for field, flag in set_by.items() if field.startswith("_video_")]
@@ -318,10 +322,14 @@ def _parse_expanded(text: str, raw: str, models: Collection[str] | None) -> Imag
     )
 
 
-def parse_prompt(text: str, *, models: Collection[str] | None = None) -> ImagineRequest:
+def parse_prompt(
+    text: str, *, models: Collection[str] | None = None, images: int = 0
+) -> ImagineRequest:
     """Parse one prompt. `{a, b}` sets are refused: use `parse_prompts` for those.
 
     `models`, when given, are the names `--v` / `--niji` may choose (case-insensitive).
+    `images`: image prompts given beside the text (files before its links): with them, no
+    text is needed when there are two images in all (a blend), and --iw has images to weigh.
     Raises PromptError with a message fit for the user.
     """
     _check_length(text.strip())
@@ -331,20 +339,25 @@ def parse_prompt(text: str, *, models: Collection[str] | None = None) -> Imagine
             "for literal braces"
         )
     (expanded,) = expand_permutations(text)  # resolves escapes like `\,`
-    return _parse_expanded(expanded, text.strip(), models)
+    return _parse_expanded(expanded, text.strip(), models, images)
 
 
 def parse_prompts(
-    text: str, *, limit: int = DEFAULT_LIMIT, models: Collection[str] | None = None
+    text: str,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    models: Collection[str] | None = None,
+    images: int = 0,
 ) -> tuple[ImagineRequest, ...]:
-    """Expand `{a, b}` permutations (at most `limit`), then parse each prompt.
+    """Expand `{a, b}` permutations (at most `limit`), then parse each prompt (`images` as
+    for `parse_prompt`).
 
     Each request's `raw` re-parses to the same request with `parse_prompt`.
     """
     _check_length(text.strip())
     if not has_sets(text):
-        return (parse_prompt(text, models=models),)
+        return (parse_prompt(text, models=models, images=images),)
     return tuple(
-        _parse_expanded(expanded, escape(expanded), models)
+        _parse_expanded(expanded, escape(expanded), models, images)
         for expanded in expand_permutations(text, limit)
     )

@@ -16,6 +16,7 @@ from PIL import Image
 
 from bot.config import ImagesConfig
 from bot.store import UserSettings
+from engine.prompt.parser import BLEND_IMAGE_WEIGHT
 from engine.storage import read_metadata
 from tests.discord.helpers import Harness, harness, job_id_of
 from tests.fake_discord import StoredMessage, UploadedFile
@@ -64,6 +65,14 @@ async def test_an_attached_image_is_the_image_prompt_and_kept_with_the_job(h: Ha
     message = await h.new_message(lambda m: m.interaction_id == interaction.id and not m.loading)
     finished = await h.finished(message.id)
     assert "(seed 5, " in finished.content
+    # Its link leads the prompt shown, as on Midjourney (so that the prompt can be pasted) ...
+    [link] = h.stored(finished).job.request.image_urls
+    assert link.startswith("https://cdn.discordapp.com/ephemeral-attachments/")
+    assert f"**<{link}> a green field --iw 2 --seed 5** - " in finished.content
+    # ... and --iw has an image to weigh: no note says otherwise
+    sent = [r.json for r in h.fake.requests if isinstance(r.json, dict)]
+    private = [each for each in sent if each.get("flags", 0) & 64]
+    assert not private, private
 
     stored = h.stored(finished)
     [digest] = stored.job.request.image_inputs
@@ -76,6 +85,42 @@ async def test_an_attached_image_is_the_image_prompt_and_kept_with_the_job(h: Ha
         lambda m: m.interaction_id == reroll.id and "(seed " in m.content, timeout=90.0
     )
     assert h.stored(again).job.request.image_inputs == (digest,)
+
+
+async def test_an_attachment_and_a_link_without_text_are_a_blend(h: Harness) -> None:
+    """Two images and no text are a blend, however they are given (attachment first)."""
+    upload = h.fake.store_attachment(UploadedFile("red.png", picture((200, 10, 10))))
+    red = f"https://cdn.discordapp.com/attachments/123/{upload.id}/red.png?ex=1&hm=ab"
+    green = UploadedFile("green.png", picture())
+    interaction = await h.command("imagine", {"prompt": f"{red} --ar 2:3", "image": green})
+    message = await h.new_message(lambda m: m.interaction_id == interaction.id and not m.loading)
+    finished = await h.finished(message.id)
+
+    request = h.stored(finished).job.request
+    assert request.prompt == "" and request.image_weight == BLEND_IMAGE_WEIGHT
+    colors = []
+    for digest in request.image_inputs:
+        with Image.open(h.storage / "inputs" / f"{digest}.png") as kept:
+            colors.append(kept.getpixel((0, 0)))
+    assert colors == [(10, 200, 30), (200, 10, 10)]
+
+
+async def test_the_prompt_of_an_attached_image_pastes_after_its_link_expired(h: Harness) -> None:
+    """Discord drops a command's attachments within hours; the grid's prompt names its link,
+    and pasted later it runs on the image kept then, without reading Discord again."""
+    interaction = await h.command(
+        "imagine", {"prompt": "a green field", "image": UploadedFile("g.png", picture())}
+    )
+    message = await h.new_message(lambda m: m.interaction_id == interaction.id and not m.loading)
+    first = h.stored(await h.finished(message.id)).job.request
+    [link] = first.image_urls
+    h.fake.attachments.clear()  # expired: Discord answers 404 now
+    mark = h.fake.mark()
+
+    again = await h.grid(f"<{link}> a green lake")
+
+    assert h.stored(again).job.request.image_inputs == first.image_inputs
+    assert not [r for r in h.fake.requests[mark:] if r.route == "cdn_attachment"]
 
 
 async def start_with_lan_images(h: Harness, image_server: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
+from engine.prompt.parser import BLEND_IMAGE_WEIGHT
 from engine.storage import read_metadata
 
 
@@ -121,6 +122,7 @@ def test_local_takes_image_prompt_files(
     args = ["local", "a lake --iw 2 --seed 3", "--config", str(config), "--image", str(picture)]
 
     assert main([*args, "--out", str(tmp_path / "lake.png")]) == 0
+    assert "weighs image prompts" not in capsys.readouterr().err  # the file is one
     meta = read_metadata(tmp_path / "lake_1.png")
     assert len(meta["image_prompts"]) == 1 and meta["image_weight"] == 2.0
     assert meta["image_prompt_mode"] == "adapter"  # the tiny preset's IP-Adapter
@@ -133,6 +135,26 @@ def test_local_takes_image_prompt_files(
     assert main(missing) == 2
     err = capsys.readouterr().err
     assert "Image: could not read" in err and "no.png" in err, err
+
+
+def test_local_blends_two_image_files_without_text(
+    tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two images and no text are a blend, however the images are given; one is not enough."""
+    config = write_config(tmp_path, models_dir)
+    files = []
+    for name, color in (("a.png", (200, 20, 20)), ("b.png", (20, 20, 200))):
+        Image.new("RGB", (64, 64), color).save(tmp_path / name)
+        files += ["--image", str(tmp_path / name)]
+    args = ["local", "--ar 2:3 --seed 4", "--config", str(config), *files]
+
+    assert main([*args, "--out", str(tmp_path / "mix.png")]) == 0
+    meta = read_metadata(tmp_path / "mix_1.png")
+    assert len(set(meta["image_prompts"])) == 2 and meta["image_weight"] == BLEND_IMAGE_WEIGHT
+    assert "weighs image prompts" not in capsys.readouterr().err
+
+    assert main([*args[:4], *files[:2], "--out", str(tmp_path / "one.png")]) == 2
+    assert "an image prompt needs text too" in capsys.readouterr().err
 
 
 @pytest.fixture

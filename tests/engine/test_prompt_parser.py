@@ -468,6 +468,19 @@ def test_two_images_without_text_are_a_blend_as_midjourneys_blend_prompts_are() 
     assert with_text.image_weight == ImagineRequest.image_weight  # text to weigh them against
 
 
+def test_images_given_beside_the_text_count_as_its_links() -> None:
+    """Files (the local command's --image) come before the prompt's links: one file and one
+    link, or two files, and no text are a blend; --iw with a file has an image to weigh."""
+    for text, given in (("https://x.com/a.png --ar 2:3", 1), ("--ar 2:3", 2)):
+        blend = parse_prompt(text, images=given)
+        assert blend.image_weight == BLEND_IMAGE_WEIGHT and blend.aspect == (2, 3)
+        assert parse_prompts(text, images=given) == (blend,)
+    with pytest.raises(PromptError, match="an image prompt needs text too"):
+        parse_prompt("--ar 2:3", images=1)
+    assert parse_prompt("a lake --iw 2", images=1).notes == ()
+    assert "weighs image prompts" in parse_prompt("a lake --iw 2").notes[0]
+
+
 @pytest.mark.parametrize(
     "url", ["ftp://x.com/a.png", "http://", "https:///a.png", "file:///etc/passwd", "http://[::1"]
 )
