@@ -227,3 +227,19 @@ async def test_envelope_applies_the_rules_in_force(harness: Harness) -> None:
     assert "a calm battle" in dm.content
     dms = [m for m in h.fake.messages.values() if h.fake.channels[m.channel_id]["type"] == 1]
     assert [m.id for m in dms] == [dm.id]
+
+
+async def test_a_thread_counts_as_its_channel_for_the_access_rules(harness: Harness) -> None:
+    """Commands, buttons' messages and reactions in a thread follow its parent's rules."""
+    h = harness
+    allowed = h.fake.add_thread(h.fake.other_channel_id, "ideas")
+    elsewhere = h.fake.add_thread(h.fake.channel_id, "chatter")
+    await h.start(permissions=PermissionsConfig(allowed_channels=(h.fake.other_channel_id,)))
+
+    grid = await h.finished((await h.job_message(await h.imagine("a kite", channel_id=allowed))).id)
+    assert grid.channel_id == allowed
+    refused = await h.private_reply(await h.imagine("a kite", channel_id=elsewhere))
+    assert refused.startswith("This bot is not enabled in this channel."), refused
+
+    await h.fake.push_reaction(grid, ENVELOPE, user_id=h.bob)
+    assert (await dm_to(h, h.bob)).content.startswith(f"**a kite** - <@{h.tester}> (seed ")

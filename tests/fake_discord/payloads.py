@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,6 +173,30 @@ def text_channel(channel_id: int, *, guild_id: int, name: str, position: int) ->
     }
 
 
+def thread(channel_id: int, *, guild_id: int, parent_id: int, owner_id: int, name: str) -> Payload:
+    """A public thread (type 11) under a text channel, as GUILD_CREATE lists active ones."""
+    return {
+        "id": str(channel_id),
+        "type": 11,
+        "guild_id": str(guild_id),
+        "parent_id": str(parent_id),
+        "owner_id": str(owner_id),
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "total_message_sent": 0,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": timestamp(),
+            "locked": False,
+        },
+    }
+
+
 def dm_channel(channel_id: int, recipient: Payload) -> Payload:
     return {"id": str(channel_id), "type": 1, "last_message_id": None, "recipients": [recipient]}
 
@@ -184,6 +209,7 @@ def guild(
     roles: list[Payload],
     channels: list[Payload],
     members: list[Payload],
+    threads: Sequence[Payload] = (),
 ) -> Payload:
     """A GUILD_CREATE payload (the full guild the gateway sends after READY)."""
     return {
@@ -227,7 +253,7 @@ def guild(
         "member_count": len(members),
         "members": members,
         "channels": [{k: v for k, v in c.items() if k != "guild_id"} for c in channels],
-        "threads": [],
+        "threads": [{k: v for k, v in t.items() if k != "guild_id"} for t in threads],
         "presences": [],
         "voice_states": [],
         "stage_instances": [],

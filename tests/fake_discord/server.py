@@ -501,6 +501,19 @@ class FakeDiscord:
         )
         return channel_id
 
+    def add_thread(self, parent_id: int, name: str) -> int:
+        """A public thread in `parent_id` (add it before the bot connects: GUILD_CREATE lists
+        the guild's active threads)."""
+        thread_id = self._ids.next()
+        self.channels[thread_id] = payloads.thread(
+            thread_id,
+            guild_id=self.guild_id,
+            parent_id=parent_id,
+            owner_id=self.owner_id,
+            name=name,
+        )
+        return thread_id
+
     def add_user(self, username: str, *, roles: list[int] | None = None) -> int:
         """Add a guild member (call before the bot connects for it to be in GUILD_CREATE)."""
         user_id = self._ids.next()
@@ -529,6 +542,7 @@ class FakeDiscord:
             roles=list(self.roles.values()),
             channels=[c for c in self.channels.values() if c["type"] == 0],
             members=list(self.members.values()),
+            threads=[c for c in self.channels.values() if c["type"] == 11],
         )
 
     def application_payload(self) -> Payload:
