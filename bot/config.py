@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 TOKEN_ENV = "DISCORD_TOKEN"
-ENGINE_TABLES = ("engine", "storage", "models", "versions")  # parsed by engine.config
+ENGINE_TABLES = ("engine", "storage", "models", "versions", "loras")  # parsed by engine.config
 BOT_TABLES = ("discord", "limits", "permissions", "moderation", "images", "web")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")  # a [web].listen host that is not an IP

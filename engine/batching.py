@@ -33,7 +33,7 @@ def batch_key(job: Job, config: EngineConfig) -> Hashable | None:
     except ConfigError:  # the engine says so to its user
         return None
     plan = make_plan(job, preset, imagine_size(request, preset, config.limits), config.limits)
-    return preset.name, plan, request.tile
+    return preset.name, plan, request.tile, request.loras  # one set of LoRAs per call
 
 
 def pixels(job: Job, config: EngineConfig) -> int:

@@ -135,13 +135,27 @@ def style_parts(request: ImagineRequest, preset: ModelPreset) -> list[tuple[str,
     return parts
 
 
+def _with_triggers(
+    parts: list[tuple[str, float]], request: ImagineRequest
+) -> list[tuple[str, float]]:
+    """The --lora trigger words after the first part's text (where the subject is), or as
+    the only part of a prompt without text (a blend); not those of a LoRA at weight 0."""
+    triggers = ", ".join(use.trigger for use in request.loras if use.trigger and use.weight)
+    if not triggers:
+        return parts
+    if not parts:
+        return [(triggers, 1.0)]
+    (text, weight), *rest = parts
+    return [(f"{text}, {triggers}" if text else triggers, weight), *rest]
+
+
 def weighed_parts(
     request: ImagineRequest, preset: ModelPreset
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """The (positive, negative) prompt parts with their weights."""
     positive = request.positive_parts
     top = max((p.weight for p in positive), default=1.0)
-    parts = [(p.text, p.weight / top) for p in positive]
+    parts = _with_triggers([(p.text, p.weight / top) for p in positive], request)
     parts += style_parts(request, preset)
     negatives = [(text, 1.0) for text in request.negative]
     negatives += [(p.text, min(2.0, 2 * -p.weight / top)) for p in request.negative_parts]
@@ -150,7 +164,9 @@ def weighed_parts(
 
 def plain_texts(request: ImagineRequest, preset: ModelPreset) -> tuple[str, str]:
     """The same prompts as readable text, for PNG metadata."""
-    texts = [p.text for p in request.positive_parts]
+    texts = [
+        text for text, _ in _with_triggers([(p.text, 1.0) for p in request.positive_parts], request)
+    ]
     texts += [text for text, _ in style_parts(request, preset)]
     negative = ", ".join([*request.negative, *(p.text for p in request.negative_parts)])
     return ", ".join(texts), negative
@@ -179,6 +195,10 @@ class TextEncoder:
                 self._kept.popitem(last=False)
         self._kept.move_to_end(text)
         return encoded
+
+    def forget(self) -> None:
+        """Drop the kept embeddings: the encoders changed (a LoRA was switched)."""
+        self._kept.clear()
 
 
 def encode(

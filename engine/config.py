@@ -5,15 +5,17 @@ Read once at start-up (see `bot.config.load_config`) and passed down. Pure Pytho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.prompt.flags import parse_aspect
-from engine.prompt.request import NAMED_STYLES, SAMPLERS, normalize_version
+from engine.prompt.request import LORA_WEIGHT, NAMED_STYLES, SAMPLERS, normalize_version
 
 FAMILIES = ("sd", "sdxl")
+FAMILY_NAMES = {"sd": "SD 1.x/2.x", "sdxl": "SDXL"}  # for messages
 BUILTIN_PREFIX = "builtin:"
 RANDOM_SDXL = "builtin:sdxl-random"  # SDXL's architecture, random weights: GPU timing offline
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -33,6 +35,21 @@ class IPAdapterFiles:
     source: str  # a hub repo, a local directory, or builtin:tiny / builtin:tiny-xl
     weights: str  # the weights file inside it
     image_encoder: str  # the image encoder's folder inside it
+
+
+@dataclass(frozen=True)
+class LoraPreset:
+    """[loras.NAME]: a LoRA a prompt may pick with `--lora NAME[:WEIGHT]` (engine/lora.py)."""
+
+    name: str
+    source: str  # a hub id, a local .safetensors file or directory, or builtin:tiny(-xl)-lora
+    weight_name: str | None = None  # the file in a hub repo or directory; None: its only one
+    weight: float = 1.0  # without :WEIGHT
+    trigger: str = ""  # words the LoRA was trained on, added to the prompt
+    family: str | None = None  # the presets it fits ("sd", "sdxl"); None: tried on any
+
+
+LORA_NAME = re.compile(r"[a-z0-9_-]{1,40}")  # what --lora reads (engine/prompt/flags.py)
 
 
 @dataclass(frozen=True)
@@ -234,6 +251,7 @@ class EngineConfig:
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
     # [versions]: a Midjourney version ("6.1") → the preset `--v 6.1` runs on; unlisted: default
     versions: Mapping[str, str] = field(default_factory=dict)
+    loras: Mapping[str, LoraPreset] = field(default_factory=dict)  # [loras.NAME]
     limits: JobLimits = field(default_factory=JobLimits)
 
     @property
@@ -419,6 +437,43 @@ def _versions(table: Mapping[str, Any], presets: Mapping[str, ModelPreset]) -> d
     return versions
 
 
+def _loras(tables: Mapping[str, Any]) -> dict[str, LoraPreset]:
+    """[loras.NAME] tables: source (required), weight_name, weight, trigger, family."""
+    loras: dict[str, LoraPreset] = {}
+    for name, table in tables.items():
+        where = f"loras.{name}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{where}] must be a table")
+        key = name.lower()
+        if not LORA_NAME.fullmatch(key):
+            raise ConfigError(
+                f"[{where}]: a LoRA's name is what --lora takes: letters, digits, - and _ "
+                "(at most 40)"
+            )
+        check_keys(table, {"source", "weight_name", "weight", "trigger", "family"}, where)
+        source = take(table, "source", str, "", where)
+        if not source:
+            raise ConfigError(
+                f"{where}.source is required (a hub id, a local .safetensors file or directory, "
+                "or builtin:tiny-lora)"
+            )
+        weight = take(table, "weight", float, 1.0, where)
+        if abs(weight) > LORA_WEIGHT:
+            raise ConfigError(
+                f"{where}.weight must be from -{LORA_WEIGHT:g} to {LORA_WEIGHT:g}, got {weight:g}"
+            )
+        family = take(table, "family", str, "", where)
+        loras[key] = LoraPreset(
+            name=key,
+            source=source,
+            weight_name=take(table, "weight_name", str, "", where) or None,
+            weight=weight,
+            trigger=" ".join(take(table, "trigger", str, "", where).split()),
+            family=_choice(family, FAMILIES, f"{where}.family") if family else None,
+        )
+    return loras
+
+
 def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> EngineConfig:
     """Build the engine's config from the whole parsed TOML document.
 
@@ -428,12 +483,14 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
     storage = data.get("storage", {})
     models = data.get("models", {})
     versions = data.get("versions", {})
+    loras = data.get("loras", {})
     limits = data.get("limits", {})
     tables = (
         ("engine", engine),
         ("storage", storage),
         ("models", models),
         ("versions", versions),
+        ("loras", loras),
         ("limits", limits),
     )
     for key, value in tables:
@@ -513,6 +570,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
         max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
         presets=presets,
         versions=_versions(versions, presets),
+        loras=_loras(loras),
         limits=_limits(limits),
     )
     if config.model not in presets:

@@ -39,6 +39,7 @@ from engine.gan import Upscaler, load_gan
 from engine.grid import make_grid
 from engine.jobs import Job, JobKind, JobResult, imagine_job
 from engine.loader import load_inpaint, load_pipeline, model_revision, public_source
+from engine.lora import Loras
 from engine.noise import initial_noise, stop_sigmas
 from engine.plan import Plan, imagine_size, make_plan, upscale_size, variation_size
 from engine.preview import PreviewDecoder, load_taesd
@@ -71,6 +72,7 @@ class LoadedModel:
     revision: str
     preview: PreviewDecoder
     text: conditioning.TextEncoder
+    loras: Loras  # [loras.NAME] loaded into this pipeline, each with the first job that asks
     adapter: adapter.Adapter | None = None  # loaded with the first job that has images
     inpaint: Any = None  # the preset's dedicated inpainting pipeline, loaded with the first edit
 
@@ -182,12 +184,15 @@ class Generator:
         model = self._models.get(self.config.preset(job.model).name)
         if model is None:
             return False
+        if model.loras.missing(job.request.loras):
+            return False
         return not (self._needs_adapter(model, job) or self._needs_inpaint(model, job))
 
     def load(self, job: Job) -> LoadedModel:
-        """The job's model, its adapter if the job has images for it, and its dedicated
-        inpainting model if it is an edit and the preset has one, loaded."""
+        """The job's model, its LoRAs, its adapter if the job has images for it, and its
+        dedicated inpainting model if it is an edit and the preset has one, loaded."""
         model = self.model(job.model)
+        model.loras.load(job.request.loras, self.config)
         if self._needs_adapter(model, job):
             model.adapter = adapter.load_adapter(model.pipe, model.preset, self.config)
         if self._needs_inpaint(model, job):
@@ -226,6 +231,7 @@ class Generator:
                 model_revision(pipe),
                 PreviewDecoder(preset.family, taesd),
                 conditioning.TextEncoder(pipe, preset.family),
+                Loras(pipe),
             )
             logger.info("loaded model %s in %.1f s", preset.name, time.monotonic() - started)
         return self._models[preset.name]
@@ -354,6 +360,8 @@ class Generator:
         # The tiles of an upscale are one picture: one seed for their --chaos/--weird, no wrap.
         upscale = job.kind is JobKind.UPSCALE
         cond_seeds = (job.seed,) * len(seeds) if upscale else tuple(seeds)
+        if model.loras.use(job.request.loras):  # a LoRA may patch the text encoders too
+            model.text.forget()
         cond = conditioning.encode(model.text, model.preset, job.request, cond_seeds)
         # An edit's canvas has kept pixels on its edges: wrapping would tie them to new ones.
         tile = job.request.tile and job.kind not in (JobKind.UPSCALE, JobKind.EDIT)
@@ -599,6 +607,7 @@ class Generator:
             "style_weight": request.style_ref_weight if request.style_inputs else None,
             "object_refs": list(request.object_inputs),
             "object_weight": adapter.object_weight(request) if request.object_inputs else None,
+            "loras": [{"name": use.name, "weight": use.weight} for use in request.loras],
             "edit": None,  # an edit job's operation (engine.edit.metadata)
             **drawing.extra,
         }

@@ -17,13 +17,14 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.config import ConfigError, EngineConfig, JobLimits, ModelPreset
+from engine.config import FAMILY_NAMES, ConfigError, EngineConfig, JobLimits, ModelPreset
 from engine.jobs import Job, imagine_job
 from engine.plan import final_size, planned_steps
 from engine.prompt import ImagineRequest, PromptError, parse_prompt, parse_prompts
 from engine.prompt.flags import FLAGS, split_reference
 from engine.prompt.parser import flag_name
 from engine.prompt.permutations import DEFAULT_LIMIT
+from engine.prompt.request import LoraUse
 
 _STYLIZE_FLAG = re.compile(r"(?:^|\s)(?:--|—|–)(?:s|stylize)(?=\s|$)", re.IGNORECASE)
 
@@ -179,6 +180,7 @@ def _prompt(
             f"`--style {request.style}` is a niji style, and **{preset.name}** has none: "
             "it was ignored"
         )
+    request = _with_loras(request, config, preset, notes)
     request = _personalize(request, prefs.profile, find_profile, notes)
     notes.extend(_limit_notes(request, preset, config.limits))
     notes.extend(_adapter_notes(request, preset, images))
@@ -258,6 +260,32 @@ def _preset(
             f"`--v {request.version}` is a Midjourney model; here it ran on **{preset.name}**"
         )
     return preset
+
+
+def _with_loras(
+    request: ImagineRequest, config: EngineConfig, preset: ModelPreset, notes: list[str]
+) -> ImagineRequest:
+    """--lora names made whole: each one's weight (its default unless given) and trigger words.
+    PromptError names an unknown one; one for the other family is left out, with a note."""
+    uses = []
+    for use in request.loras:
+        lora = config.loras.get(use.name)
+        if lora is None:
+            known = ", ".join(f"`{name}`" for name in sorted(config.loras))
+            raise PromptError(
+                f"--lora: there is no LoRA called `{use.name}` here; "
+                + (f"the LoRAs are: {known}" if known else "this server has none"),
+                flag="--lora",
+            )
+        if lora.family is not None and lora.family != preset.family:
+            notes.append(
+                f"`--lora {use.name}` is for {FAMILY_NAMES[lora.family]} models and "
+                f"**{preset.name}** is not one: it was left out"
+            )
+            continue
+        weight = lora.weight if use.weight is None else use.weight
+        uses.append(LoraUse(use.name, weight, lora.trigger))
+    return dataclasses.replace(request, loras=tuple(uses)) if request.loras else request
 
 
 def _personalize(

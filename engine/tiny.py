@@ -1,4 +1,5 @@
-"""The built-in tiny models ("builtin:tiny", "builtin:tiny-xl"), built offline from configs.
+"""The built-in tiny models ("builtin:tiny", "builtin:tiny-xl"), built offline from configs, and
+their adapters and LoRAs ("builtin:tiny-lora", "builtin:tiny-xl-lora").
 
 Nothing can be downloaded in tests or on a fresh install, so these pipelines are made from code:
 random (seeded) weights, real architectures shrunk to a few hundred kilobytes. They draw noise-like
@@ -127,6 +128,40 @@ def build_tiny_adapter(kind: str, directory: Path) -> Path:
     return directory
 
 
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name for a LoRA's weights
+
+
+def build_tiny_lora(kind: str, directory: Path) -> Path:
+    """Write a LoRA for the tiny pipeline `kind` into `directory` (LORA_FILE, in diffusers'
+    layout): rank 4 on the UNet's attention and the text encoders' q/v projections, with random
+    (seeded) weights large enough to change every picture."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny model {kind!r}; the choices are: {', '.join(KINDS)}")
+    pipe = _build_sdxl() if kind == "tiny-xl" else _build_sd()
+    torch.manual_seed(SEED)
+    unet_targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    layers: dict[str, Any] = {
+        "unet_lora_layers": _lora_weights(pipe.unet, unet_targets),
+        "text_encoder_lora_layers": _lora_weights(pipe.text_encoder, ["q_proj", "v_proj"]),
+    }
+    if kind == "tiny-xl":
+        layers["text_encoder_2_lora_layers"] = _lora_weights(pipe.text_encoder_2, ["q_proj"])
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    family: Any = type(pipe)  # both families' pipelines have the class method
+    save = family.save_lora_weights
+    save(directory, weight_name=LORA_FILE, **layers)
+    return directory
+
+
+def _lora_weights(model: torch.nn.Module, targets: list[str]) -> dict[str, torch.Tensor]:
+    # peft itself, not transformers' add_adapter (which wants a newer peft than PyPI has)
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
+    return dict(get_peft_model_state_dict(inject_adapter_in_model(config, model)))
+
+
 def ensure_tiny(kind: str, models_dir: Path) -> Path:
     """`models_dir / kind`, built on first use."""
     return _ensure(Path(models_dir) / kind, "model_index.json", lambda d: build_tiny(kind, d))
@@ -136,6 +171,12 @@ def ensure_tiny_adapter(kind: str, models_dir: Path) -> Path:
     """`models_dir / <kind>-ip-adapter`, built on first use."""
     target = Path(models_dir) / f"{kind}-ip-adapter"
     return _ensure(target, "ip-adapter.safetensors", lambda d: build_tiny_adapter(kind, d))
+
+
+def ensure_tiny_lora(kind: str, models_dir: Path) -> Path:
+    """`models_dir / <kind>-lora`, built on first use."""
+    target = Path(models_dir) / f"{kind}-lora"
+    return _ensure(target, LORA_FILE, lambda d: build_tiny_lora(kind, d))
 
 
 def _ensure(target: Path, marker: str, build: Callable[[Path], Path]) -> Path:

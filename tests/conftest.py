@@ -17,14 +17,14 @@ import pytest
 import pytest_asyncio
 
 from engine.client import EngineClient
-from engine.config import DEFAULT_PRESETS, TINY_CAPTIONER, EngineConfig, ModelPreset
+from engine.config import DEFAULT_PRESETS, TINY_CAPTIONER, EngineConfig, LoraPreset, ModelPreset
 
 TINY_STEPS = 4
 
 
 def tiny_engine_config(storage: Path) -> EngineConfig:
     """The built-in tiny model at 128², few steps, a preview every other step, the tiny captioner
-    for /describe; plus a preset that cannot load (for failed-job tests)."""
+    for /describe, a LoRA (`--lora ink`); plus a preset that cannot load (for failed-job tests)."""
     presets = dict(DEFAULT_PRESETS)
     presets["tiny"] = replace(presets["tiny"], steps=TINY_STEPS)
     presets["broken"] = ModelPreset(
@@ -46,6 +46,7 @@ def tiny_engine_config(storage: Path) -> EngineConfig:
         job_timeout_s=120.0,
         presets=presets,
         captioner=TINY_CAPTIONER,  # never the hub's: nothing is downloaded in tests
+        loras={"ink": LoraPreset("ink", "builtin:tiny-lora", weight=0.8, trigger="ink wash")},
     )
 
 

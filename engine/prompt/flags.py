@@ -16,11 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.prompt.request import (
+    LORA_WEIGHT,
     MAX_ASPECT,
+    MAX_LORAS,
     NAMED_STYLES,
     QUALITY_VALUES,
     SAMPLERS,
     SEED_MAX,
+    LoraUse,
     PromptError,
 )
 
@@ -162,6 +165,30 @@ def _codes(value: str) -> tuple[str, ...]:
     return tuple(code.lower() for code in codes)
 
 
+_LORA = re.compile(rf"([a-z0-9_-]{{1,40}})(?:::?({DECIMAL}))?", re.IGNORECASE)
+LORA_ACCEPTS = (
+    f"LoRA names, each maybe with :weight (from -{LORA_WEIGHT:g} to {LORA_WEIGHT:g}), "
+    f"at most {MAX_LORAS}"
+)
+
+
+def _loras(value: str) -> tuple[LoraUse, ...]:
+    """`--lora NAME[:WEIGHT] …` (`NAME::WEIGHT` too, Midjourney's way of weighing); a name
+    once. Which names exist is the intake's to check (config.toml's [loras])."""
+    uses: dict[str, LoraUse] = {}
+    for word in _words(value):
+        match = _LORA.fullmatch(word)
+        if match is None or (match[2] is not None and abs(float(match[2])) > LORA_WEIGHT):
+            raise ValueError(value)
+        name = match[1].lower()
+        if name in uses:
+            raise ValueError(value)
+        uses[name] = LoraUse(name, None if match[2] is None else float(match[2]))
+    if len(uses) > MAX_LORAS:
+        raise ValueError(value)
+    return tuple(uses.values())
+
+
 def split_reference(ref: str) -> tuple[str, float]:
     """A reference as parsed (`URL` or `URL::2`) → its target and weight (1 if none)."""
     match = _WEIGHTED.fullmatch(ref)
@@ -278,6 +305,7 @@ FLAGS: dict[str, Flag] = {
     "steps": _whole("steps", 1, 150),
     "cfg": _number("cfg", 0, 30),
     "sampler": Flag("sampler", "one", _sampler, f"one of: {', '.join(SAMPLERS)}"),
+    "lora": Flag("loras", "many", _loras, LORA_ACCEPTS),
     "fast": _switch("speed", "fast"),
     "relax": _switch("speed", "relax"),
     "turbo": _switch("speed", "turbo"),

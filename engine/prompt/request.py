@@ -27,6 +27,8 @@ SAMPLERS = (
     "lcm",
 )
 SPEEDS = ("fast", "relax", "turbo")
+LORA_WEIGHT = 2.0  # --lora NAME:W from -2 to 2 (negative: a "slider" LoRA turned the other way)
+MAX_LORAS = 4  # per prompt
 
 _VERSION = re.compile(r"0*([0-9]{1,3})(?:\.([0-9]{1,3}))?")
 
@@ -69,6 +71,17 @@ class PromptError(ValueError):
         )
         error.problems = tuple(problems)
         return error
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    """One `--lora NAME[:WEIGHT]` of a prompt: the [loras.NAME] of config.toml, at `weight`
+    (None: the LoRA's own default) with its trigger words; both filled in at intake, so that a
+    stored job draws the same after its config changed."""
+
+    name: str
+    weight: float | None = None
+    trigger: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,7 @@ class ImagineRequest:
     cfg: float | None = None
     sampler: str | None = None
     speed: str | None = None  # --fast / --relax / --turbo: accepted, no effect on one GPU
+    loras: tuple[LoraUse, ...] = ()  # --lora NAME[:WEIGHT] …
     raw: str = field(default="", compare=False)  # the full prompt text, parameters included
     # What was mapped, rounded or ignored, in words for the user (`--q 3` ran as `--q 4`, …).
     notes: tuple[str, ...] = field(default=(), compare=False)

@@ -36,7 +36,7 @@ from engine.jobs import (
     imagine_job,
     vary_job,
 )
-from engine.prompt.request import ImagineRequest, PromptPart
+from engine.prompt.request import ImagineRequest, LoraUse, PromptPart
 
 # Every field differs from its default, so a field the serializer forgets fails the round trip.
 FULL_REQUEST = ImagineRequest(
@@ -78,6 +78,7 @@ FULL_REQUEST = ImagineRequest(
     cfg=4.5,
     sampler="euler_a",
     speed="relax",
+    loras=(LoraUse("ink", 0.8, "ink wash"), LoraUse("pixel", -0.5)),
     raw="https://example.com/a.png a red bird::2 sky::-0.5 --ar 16:9 …",
     notes=("`--v 6.1` is a Midjourney model; here it ran on **niji**",),
 )
