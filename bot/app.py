@@ -25,6 +25,7 @@ from bot.config import BotConfig, ConfigError, require_token
 from bot.delivery import Deliveries
 from bot.describe import DescribeCog
 from bot.editing import EDIT_INTERVAL_S
+from bot.help import HelpCog
 from bot.imagine import ImagineCog
 from bot.interactions import refusal, reply_private, report_error
 from bot.prefer import PreferCog
@@ -114,6 +115,7 @@ class ImagineBot(commands.Bot):
             PreferCog,
             JobCommands,
             ReactionsCog,
+            HelpCog,
         )
         for cog in cogs:
             await self.add_cog(cog(self))

@@ -23,7 +23,7 @@ from tests.discord.helpers import Harness, harness, job_id_of
 
 __all__ = ["harness"]
 
-COMMANDS = {"imagine", "blend", "describe", "settings", "prefer", "info", "show", "cancel"}
+COMMANDS = {"imagine", "blend", "describe", "settings", "prefer", "info", "show", "cancel", "help"}
 
 
 def test_importing_the_bot_does_not_import_torch() -> None:

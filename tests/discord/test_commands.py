@@ -1,6 +1,8 @@
-"""/settings, /info, /show and /cancel over the wire."""
+"""/settings, /info, /show, /cancel and /help over the wire."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -263,3 +265,24 @@ async def test_info_shortens_prompts_and_drops_whole_lines_past_the_limit(
     assert lines[-1].startswith("…and ") and lines[-1].endswith(" more")
     assert all(line.startswith("• `") and line.endswith(")") for line in lines[1:-1])
     assert all(len(line) < 200 for line in lines[1:-1])
+
+
+# --- /help --------------------------------------------------------------------------------------
+
+
+async def test_help_names_the_commands_and_this_servers_models_versions_and_loras(
+    harness: Harness,
+) -> None:
+    h = harness
+    config = h.config()
+    engine = replace(config.engine, versions={"7": "tiny-xl"})
+    await h.start(replace(config, engine=engine))
+
+    reply = await h.private_reply(await h.command("help"))
+
+    for command in ("/imagine", "/blend", "/describe", "/settings", "/prefer", "/info", "/show"):
+        assert f"`{command}`" in reply
+    assert "`tiny` (default)" in reply and "`tiny-xl`" in reply and "`broken`" in reply
+    assert "`--v 7` → `tiny-xl`" in reply
+    assert "LoRAs (`--lora NAME[:WEIGHT]`): `ink`: ink wash" in reply
+    assert len(reply) <= 2000
