@@ -163,13 +163,17 @@ def single_image(job: Job, number: int, presser: int, result: JobResult) -> str:
 
 def job_details(stored: StoredJob, number: int = 0) -> str:
     """What ✉️ sends beside the images: the job id, the seeds (image `number`'s alone), the model,
-    steps and size, when it was made, and a link back to the job's message."""
+    steps and size, its LoRAs and their weights, when it was made, and a link back to the job's
+    message."""
     parts = [f"Job ID: `{stored.job.id}`"]
     result = stored.result
     if result is not None and result.seeds:
         seeds = result.seeds[number - 1 : number] if number else result.seeds
         parts.append(("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds)))
         parts.append(f"model {result.model}, {result.steps} steps, {result.width}×{result.height}")
+    loras = stored.job.request.loras
+    if loras:
+        parts.append("LoRAs " + ", ".join(f"`{use.name}` {use.weight or 0:g}" for use in loras))
     parts.append(f"made <t:{int(stored.created_at)}:f>")
     link = f"\n<{stored.jump_url}>" if stored.jump_url else ""
     return " · ".join(parts) + link

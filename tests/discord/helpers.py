@@ -212,6 +212,17 @@ def rows(message: StoredMessage) -> list[list[str]]:
     return [[c["custom_id"] for c in row.get("components", [])] for row in message.components]
 
 
+async def dm_to(h: Harness, user_id: int) -> StoredMessage:
+    """The next message the bot sends in its direct-message channel with `user_id`."""
+    return await h.new_message(
+        lambda m: (
+            h.fake.channels.get(m.channel_id, {}).get("type") == 1
+            and h.fake.channels[m.channel_id]["recipients"][0]["id"] == str(user_id)
+        ),
+        timeout=10.0,
+    )
+
+
 async def queued_job(h: Harness) -> StoredMessage:
     """A job of the tester's that waits behind the admin's blocker."""
     await h.blocker()

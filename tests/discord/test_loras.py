@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine.storage import read_metadata
-from tests.discord.helpers import Harness, harness, job_id_of
+from tests.discord.helpers import Harness, dm_to, harness, job_id_of
 
 __all__ = ["harness"]
 
@@ -27,6 +27,8 @@ async def test_a_prompt_draws_with_the_lora_it_names_and_rerolls_keep_it(
     assert meta["loras"] == [{"name": "ink", "weight": 0.8}]  # its default weight
     assert meta["prompt"].startswith("a harbour at dawn, ink wash")  # and its trigger words
     assert stored.result.images[0].read_bytes() != plain.result.images[0].read_bytes()
+    await h.fake.push_reaction(grid, "✉️")  # the DM says which LoRAs, at which weights
+    assert "· LoRAs `ink` 0.8 ·" in (await dm_to(h, h.tester)).content
 
     reroll = await h.press(grid, f"mj:r:0:{job_id_of(grid)}")
     again = await h.new_message(

@@ -8,7 +8,15 @@ import pytest
 
 from bot.config import ModerationConfig, PermissionsConfig
 from bot.store import JobStatus
-from tests.discord.helpers import Harness, eventually, harness, image_of, job_id_of, queued_job
+from tests.discord.helpers import (
+    Harness,
+    dm_to,
+    eventually,
+    harness,
+    image_of,
+    job_id_of,
+    queued_job,
+)
 from tests.fake_discord import StoredMessage
 
 __all__ = ["harness"]
@@ -16,17 +24,6 @@ __all__ = ["harness"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ENVELOPE, CROSS = "✉️", "❌"
-
-
-async def dm_to(h: Harness, user_id: int) -> StoredMessage:
-    """The next message the bot sends in its direct-message channel with `user_id`."""
-    return await h.new_message(
-        lambda m: (
-            h.fake.channels.get(m.channel_id, {}).get("type") == 1
-            and h.fake.channels[m.channel_id]["recipients"][0]["id"] == str(user_id)
-        ),
-        timeout=10.0,
-    )
 
 
 async def pick(h: Harness, grid: StoredMessage, number: int, user_id: int) -> StoredMessage:
