@@ -9,20 +9,30 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from engine.client import EngineClient
-from engine.config import RANDOM_SDXL_PRESET, EngineConfig, ModelPreset, SpeedConfig
+from engine.config import (
+    RANDOM_SDXL_PRESET,
+    EngineConfig,
+    LoraPreset,
+    ModelPreset,
+    SpeedConfig,
+)
 from engine.generate import Generator, LoadedModel
 from engine.jobs import Job, Strength, imagine_job, upscale_job, vary_job
 from engine.loader import load_pipeline, resolve_device
 from engine.preview import LATENT_SCALE
 from engine.prompt import parse_prompt
+from engine.prompt.request import LoraUse
+from engine.tiny import write_random_lora
 
 PROMPT = "a lighthouse at dusk, dramatic sky"
 
@@ -81,7 +91,16 @@ def run_bench(config: EngineConfig, model: str, repeats: int = 3) -> dict[str, A
         ),
     ]
     previews._models[model] = paced._models[model] = loaded
-    results = [(name, _timed(run, repeats)) for name, run in rows]
+    with tempfile.TemporaryDirectory(prefix="bench-lora-") as folder:
+        # Last: once loaded, the LoRA's layers stay in the UNet (switched off for other jobs).
+        lora = LoraPreset("bench", str(write_random_lora(loaded.pipe, Path(folder), rank=16)))
+        patched = Generator(replace(config, preview_every=0, loras={"bench": lora}))
+        patched._models[model] = loaded
+        lora_job = job(loras=(LoraUse("bench", 1.0),))
+        rows.append(("grid of 4, --lora (rank 16, attention)", go(patched, lora_job)))
+        results = [(name, _timed(run, repeats)) for name, run in rows[:-1]]
+        go(patched, lora_job)()  # loads it: the row times drawing with it
+        results.append((rows[-1][0], _timed(rows[-1][1], repeats)))
     base = results[0][1]
     return {
         "model": model,

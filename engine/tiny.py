@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,29 +137,47 @@ def build_tiny_lora(kind: str, directory: Path) -> Path:
     (seeded) weights large enough to change every picture."""
     if kind not in KINDS:
         raise ValueError(f"unknown tiny model {kind!r}; the choices are: {', '.join(KINDS)}")
-    pipe = _build_sdxl() if kind == "tiny-xl" else _build_sd()
+    return write_random_lora(_build_sdxl() if kind == "tiny-xl" else _build_sd(), directory)
+
+
+UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # what LoRAs for SD / SDXL patch
+TEXT_LORA_TARGETS = ("q_proj", "v_proj")
+
+
+def write_random_lora(pipe: Any, directory: Path, rank: int = 4) -> Path:
+    """Write a LoRA of rank `rank` with random (seeded) weights for `pipe` (either family) into
+    `directory` (LORA_FILE): what real ones patch, the UNet's attention and the text encoders'
+    q/v projections. `pipe` is left as it was."""
     torch.manual_seed(SEED)
-    unet_targets = ["to_q", "to_k", "to_v", "to_out.0"]
-    layers: dict[str, Any] = {
-        "unet_lora_layers": _lora_weights(pipe.unet, unet_targets),
-        "text_encoder_lora_layers": _lora_weights(pipe.text_encoder, ["q_proj", "v_proj"]),
+    layers = {
+        "unet_lora_layers": _random_lora(pipe.unet, UNET_LORA_TARGETS, rank),
+        "text_encoder_lora_layers": _random_lora(pipe.text_encoder, TEXT_LORA_TARGETS, rank),
     }
-    if kind == "tiny-xl":
-        layers["text_encoder_2_lora_layers"] = _lora_weights(pipe.text_encoder_2, ["q_proj"])
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        layers["text_encoder_2_lora_layers"] = _random_lora(
+            pipe.text_encoder_2, TEXT_LORA_TARGETS, rank
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     family: Any = type(pipe)  # both families' pipelines have the class method
-    save = family.save_lora_weights
-    save(directory, weight_name=LORA_FILE, **layers)
+    family.save_lora_weights(directory, weight_name=LORA_FILE, **layers)
     return directory
 
 
-def _lora_weights(model: torch.nn.Module, targets: list[str]) -> dict[str, torch.Tensor]:
-    # peft itself, not transformers' add_adapter (which wants a newer peft than PyPI has)
-    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
-    return dict(get_peft_model_state_dict(inject_adapter_in_model(config, model)))
+def _random_lora(
+    model: torch.nn.Module, targets: Sequence[str], rank: int
+) -> dict[str, torch.Tensor]:
+    """peft's keys (`<module>.lora_A.weight`, `.lora_B.weight`) for each Linear named `targets`,
+    scaled so that the patch is about as large as what it patches."""
+    weights = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(tuple(f".{t}" for t in targets)):
+            out_features, in_features = module.weight.shape
+            down = torch.randn(rank, in_features) / in_features**0.5
+            up = torch.randn(out_features, rank) / rank**0.5
+            weights[f"{name}.lora_A.weight"] = down
+            weights[f"{name}.lora_B.weight"] = up
+    return weights
 
 
 def ensure_tiny(kind: str, models_dir: Path) -> Path:

@@ -118,7 +118,10 @@ def test_bench_times_the_engines_paths_and_what_previews_cost(
         "ratio",
     ]
     rows = {line[:40].strip(): line[40:].split() for line in lines[2:-1]}
-    assert len(rows) == 10 and rows["grid of 4 (one batch)"][1] == "1.00"
+    assert len(rows) == 11 and rows["grid of 4 (one batch)"][1] == "1.00"
+    assert "grid of 4, --lora (rank 16, attention)" in rows
+    grids = [read_metadata(path) for path in (tmp_path / "data" / "images").glob("*/grid.png")]
+    assert [{"name": "bench", "weight": 1.0}] in [grid["loras"] for grid in grids]
     assert all(float(seconds) > 0 for seconds, _ in rows.values())
     # previews: the latent projection (no TAESD in the tiny preset), at most 1 per 2 s as the
     # bot's default edit interval; its share is of the first row's time
