@@ -52,6 +52,12 @@ class LoraPreset:
 LORA_NAME = re.compile(r"[a-z0-9_-]{1,40}")  # what --lora reads (engine/prompt/flags.py)
 
 
+def looks_like_path(source: str) -> bool:
+    """Whether a model's or LoRA's `source` is meant as a local path: a hub id is "org/name";
+    anything absolute, relative-looking or deeper is a path."""
+    return source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or "\\" in source
+
+
 @dataclass(frozen=True)
 class ModelPreset:
     name: str
@@ -457,6 +463,8 @@ def _loras(tables: Mapping[str, Any]) -> dict[str, LoraPreset]:
                 f"{where}.source is required (a hub id, a local .safetensors file or directory, "
                 "or builtin:tiny-lora)"
             )
+        if looks_like_path(source) and not Path(source).expanduser().exists():
+            raise ConfigError(f"{where}.source: there is no file or folder {source}")
         weight = take(table, "weight", float, 1.0, where)
         if abs(weight) > LORA_WEIGHT:
             raise ConfigError(

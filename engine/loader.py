@@ -25,7 +25,13 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import
 )
 from huggingface_hub import snapshot_download
 
-from engine.config import BUILTIN_PREFIX, RANDOM_SDXL, EngineConfig, ModelPreset
+from engine.config import (
+    BUILTIN_PREFIX,
+    RANDOM_SDXL,
+    EngineConfig,
+    ModelPreset,
+    looks_like_path,
+)
 from engine.random_sdxl import build_random_sdxl
 from engine.speed import tune
 from engine.tiny import ensure_tiny
@@ -213,11 +219,6 @@ def _local_folder(preset: ModelPreset, config: EngineConfig) -> Path | None:
             raise FileNotFoundError(f"no diffusers model (model_index.json) in {path}")
         return path
     return None
-
-
-def looks_like_path(source: str) -> bool:
-    # A hub id is "org/name"; anything absolute, relative-looking or deeper is meant as a path.
-    return source.startswith(("/", ".", "~", "\\")) or source.count("/") > 1 or "\\" in source
 
 
 def _load_vae(source: str, config: EngineConfig, dtype: torch.dtype) -> AutoencoderKL:

@@ -21,8 +21,8 @@ from typing import Any
 
 from huggingface_hub import snapshot_download
 
-from engine.config import BUILTIN_PREFIX, EngineConfig, LoraPreset
-from engine.loader import ModelLoadError, error_gist, looks_like_path
+from engine.config import BUILTIN_PREFIX, EngineConfig, LoraPreset, looks_like_path
+from engine.loader import ModelLoadError, error_gist
 from engine.prompt.request import LoraUse
 from engine.tiny import LORA_FILE, ensure_tiny_lora
 

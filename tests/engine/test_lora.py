@@ -77,6 +77,7 @@ def test_lora_tables_are_read_and_checked() -> None:
         ({"x": {"source": "a/b", "weight": 3}}, "loras.x.weight must be from -2 to 2"),
         ({"x": {"source": "a/b", "family": "flux"}}, "loras.x.family"),
         ({"x": {"source": "a/b", "scale": 1}}, "unknown key loras.x.scale"),
+        ({"x": {"source": "/no/such/x.safetensors"}}, "loras.x.source: there is no file or"),
     ]
     for tables, message in bad:
         with pytest.raises(ConfigError, match=message):
