@@ -16,6 +16,7 @@ from bot.store import Store
 from engine.intake import Preferences, Reading, expand_prompt, read_prompt
 from engine.jobs import Job
 from engine.prompt import PromptError
+from engine.prompt.parser import flag_name
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -39,6 +40,7 @@ def preferences(store: Store, user_id: str) -> Preferences:
         model=settings.model,
         stylize=settings.stylize,
         profile=profile.style if profile is not None else None,
+        loras=settings.loras,
     )
 
 
@@ -54,12 +56,15 @@ def read_user_prompt(
     `{…}` sets expand ("{go}re" passes the first check as written).
 
     `remix_of`: the prompt is an edit of that job's (its box holds the whole prompt, suffix
-    included, and one job: no permutations); without a --v it keeps that job's model.
+    included, and one job: no permutations); without a --v it keeps that job's model, and
+    without a --lora the LoRAs /settings gave it.
     `zoom`: the box is Custom Zoom's, where --zoom counts.
     """
     prefs = preferences(bot.store, user_id)
     if remix_of is not None:
         prefs = dataclasses.replace(prefs, suffix="", model=remix_of.model)
+        if not typed_loras(remix_of):  # its LoRAs came from /settings: the box does not show them
+            prefs = dataclasses.replace(prefs, loras=tuple(u.name for u in remix_of.request.loras))
     moderation = bot.config.moderation
     try:
         text = expand_prompt(prompt, prefs)
@@ -82,6 +87,11 @@ def read_user_prompt(
         if rule is not None:
             raise Refused(messages.banned(rule))
     return reading
+
+
+def typed_loras(job: Job) -> bool:
+    """Whether `job`'s prompt names its LoRAs (`--lora`), or they came from /settings."""
+    return any(flag_name(word) == "lora" for word in job.request.raw.split())
 
 
 def check_addition(bot: ImagineBot, text: str, options: Mapping[str, str]) -> None:

@@ -20,6 +20,7 @@ from bot.prompts import Refused, check_addition
 from bot.store import UserSettings
 from engine.config import EngineConfig
 from engine.jobs import Strength
+from engine.prompt.request import MAX_LORAS
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -46,6 +47,7 @@ def panel_text(settings: UserSettings, engine: EngineConfig) -> str:
         f"Model: **{model}** · Stylize: **{stylize_name(settings.stylize)}** ({settings.stylize})"
         f" · Variations: **{settings.variation.value}** · Remix: **{remix}**"
         f"\nSuffix: {suffix}"
+        + (f" · LoRAs: **{', '.join(settings.loras) or 'none'}**" if engine.loras else "")
     )
 
 
@@ -78,6 +80,20 @@ def panel_view(settings: UserSettings, engine: EngineConfig) -> discord.ui.View:
         SettingsButton("suffix", "", "Prompt suffix…", discord.ButtonStyle.primary, row=3)
     )
     view.add_item(SettingsButton("reset", "", "Reset settings", discord.ButtonStyle.danger, row=3))
+    if engine.loras:  # the LoRAs a prompt without --lora gets; none chosen: none
+        lora_options = [
+            discord.SelectOption(
+                label=name,
+                value=name,
+                description=(lora.trigger or None) and lora.trigger[:100],
+                default=name in settings.loras,
+            )
+            for name, lora in sorted(engine.loras.items())[:25]
+        ]
+        most = min(MAX_LORAS, len(lora_options))
+        view.add_item(
+            SettingsSelect("lora", lora_options, "LoRAs (none)", row=4, least=0, most=most)
+        )
     return view
 
 
@@ -99,7 +115,7 @@ def _owner(interaction: discord.Interaction) -> tuple[ImagineBot, str, UserSetti
 class SettingsSelect(
     GuardedItem,
     discord.ui.DynamicItem[discord.ui.Select[Any]],
-    template=r"mjset:(?P<key>model|stylize)",
+    template=r"mjset:(?P<key>model|stylize|lora)",
 ):
     def __init__(
         self,
@@ -107,12 +123,16 @@ class SettingsSelect(
         options: list[discord.SelectOption] | None = None,
         placeholder: str | None = None,
         row: int | None = None,
+        least: int = 1,
+        most: int = 1,
     ) -> None:
         super().__init__(
             discord.ui.Select(
                 custom_id=f"mjset:{key}",
                 options=options or [discord.SelectOption(label=key)],
                 placeholder=placeholder,
+                min_values=least,
+                max_values=most,
             ),
             row=row,
         )
@@ -125,8 +145,14 @@ class SettingsSelect(
         return cls(match["key"], row=item.row)
 
     async def run(self, interaction: discord.Interaction) -> None:
-        value = str(self.item.values[0])
         bot, user_id, settings = _owner(interaction)
+        if self.key == "lora":  # a forged name is dropped
+            chosen = [str(name) for name in self.item.values if name in bot.config.engine.loras]
+            settings = dataclasses.replace(settings, loras=tuple(chosen[:MAX_LORAS]))
+            bot.store.save_settings(user_id, settings)
+            await show_panel(interaction, settings)
+            return
+        value = str(self.item.values[0])
         if self.key == "model":
             bot.config.engine.preset(value)  # ConfigError (logged) if someone forged the value
             settings = dataclasses.replace(settings, model=value)

@@ -72,6 +72,7 @@ class UserSettings:
     remix: bool = False  # edit the prompt before a variation or reroll runs
     suffix: str = ""  # appended to every prompt (/prefer suffix)
     options: tuple[tuple[str, str], ...] = ()  # (NAME, VALUE): --NAME stands for VALUE, by name
+    loras: tuple[str, ...] = ()  # [loras] names used when a prompt has no --lora
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ class Generator:
                 model_revision(pipe),
                 PreviewDecoder(preset.family, taesd),
                 conditioning.TextEncoder(pipe, preset.family),
-                Loras(pipe),
+                Loras(pipe, preset),
             )
             logger.info("loaded model %s in %.1f s", preset.name, time.monotonic() - started)
         return self._models[preset.name]

@@ -40,6 +40,7 @@ class Preferences:
     model: str | None = None  # used when the prompt has no --v; None: the server's default
     stylize: int | None = None  # used when the prompt has no --s
     profile: str | None = None  # the user's own personalization text, for `--p` without codes
+    loras: tuple[str, ...] = ()  # [loras] names used when the prompt has no --lora
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _prompt(
             f"`--style {request.style}` is a niji style, and **{preset.name}** has none: "
             "it was ignored"
         )
-    request = _with_loras(request, config, preset, notes)
+    request = _with_loras(request, config, preset, prefs, notes)
     request = _personalize(request, prefs.profile, find_profile, notes)
     notes.extend(_limit_notes(request, preset, config.limits))
     notes.extend(_adapter_notes(request, preset, images))
@@ -263,10 +264,23 @@ def _preset(
 
 
 def _with_loras(
-    request: ImagineRequest, config: EngineConfig, preset: ModelPreset, notes: list[str]
+    request: ImagineRequest,
+    config: EngineConfig,
+    preset: ModelPreset,
+    prefs: Preferences,
+    notes: list[str],
 ) -> ImagineRequest:
     """--lora names made whole: each one's weight (its default unless given) and trigger words.
+    Without --lora, the user's own (/settings) that fit the preset, at their default weights.
     PromptError names an unknown one; one for the other family is left out, with a note."""
+    if not request.loras:
+        mine = [config.loras.get(name) for name in prefs.loras]
+        fitting = tuple(
+            LoraUse(lora.name, lora.weight, lora.trigger)
+            for lora in mine
+            if lora is not None and lora.family in (None, preset.family)
+        )
+        return dataclasses.replace(request, loras=fitting) if fitting else request
     uses = []
     for use in request.loras:
         lora = config.loras.get(use.name)
@@ -285,7 +299,7 @@ def _with_loras(
             continue
         weight = lora.weight if use.weight is None else use.weight
         uses.append(LoraUse(use.name, weight, lora.trigger))
-    return dataclasses.replace(request, loras=tuple(uses)) if request.loras else request
+    return dataclasses.replace(request, loras=tuple(uses))
 
 
 def _personalize(

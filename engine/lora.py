@@ -21,7 +21,14 @@ from typing import Any
 
 from huggingface_hub import snapshot_download
 
-from engine.config import BUILTIN_PREFIX, EngineConfig, LoraPreset, looks_like_path
+from engine.config import (
+    BUILTIN_PREFIX,
+    FAMILY_NAMES,
+    EngineConfig,
+    LoraPreset,
+    ModelPreset,
+    looks_like_path,
+)
 from engine.loader import ModelLoadError, error_gist
 from engine.prompt.request import LoraUse
 from engine.tiny import LORA_FILE, ensure_tiny_lora
@@ -32,8 +39,9 @@ logger = logging.getLogger(__name__)
 class Loras:
     """The LoRAs loaded into one pipeline, and which of them are on."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, preset: ModelPreset) -> None:
         self._pipe = pipe
+        self._preset = preset
         self._loaded: set[str] = set()
         self._active: tuple[tuple[str, float], ...] = ()
         self._enabled = True
@@ -63,9 +71,15 @@ class Loras:
                 )
             except Exception as exc:
                 logger.exception("could not load the LoRA %r", lora.name)
+                hint = (
+                    f"is it for another model family than {FAMILY_NAMES[self._preset.family]}? "
+                    f"Say which in [loras.{lora.name}] family"
+                    if lora.family is None
+                    else f"Check [loras.{lora.name}] (source, weight_name)"
+                )
                 raise ModelLoadError(
-                    f"could not load the LoRA `{lora.name}` ({lora.source}): {error_gist(exc)}. "
-                    f"Check [loras.{lora.name}] (source, weight_name, family)"
+                    f"could not load the LoRA `{lora.name}` ({lora.source}) into "
+                    f"{self._preset.name}: {error_gist(exc)}. {hint}"
                 ) from exc
             self._loaded.add(lora.name)
             self._active = ()  # load_lora_weights turns the new one on: set it again

@@ -46,7 +46,11 @@ def tiny_engine_config(storage: Path) -> EngineConfig:
         job_timeout_s=120.0,
         presets=presets,
         captioner=TINY_CAPTIONER,  # never the hub's: nothing is downloaded in tests
-        loras={"ink": LoraPreset("ink", "builtin:tiny-lora", weight=0.8, trigger="ink wash")},
+        loras={
+            "ink": LoraPreset(
+                "ink", "builtin:tiny-lora", weight=0.8, trigger="ink wash", family="sd"
+            )
+        },
     )
 
 

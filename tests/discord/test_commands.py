@@ -9,6 +9,7 @@ import pytest
 from bot.config import LimitsConfig
 from bot.store import JobStatus, UserSettings
 from engine.jobs import Strength
+from engine.prompt.request import LoraUse
 from tests.discord.helpers import Harness, eventually, harness, image_of, job_id_of
 from tests.fake_discord import FakeInteraction, StoredMessage
 
@@ -51,6 +52,7 @@ async def test_settings_panel_is_private_and_lists_every_control(harness: Harnes
         "mjset:remix",
         "mjset:suffix",
         "mjset:reset",
+        "mjset:lora",  # the tests' engine has a LoRA; without [loras] there is no such select
     ]
     model_select = panel.component("mjset:model")
     assert model_select is not None
@@ -97,6 +99,55 @@ async def test_each_setting_persists_in_the_store(harness: Harness) -> None:
     )
     await updated(h, await h.press(panel, "mjset:reset"))
     assert h.bot.store.get_settings(user) == UserSettings()
+
+
+async def test_the_loras_chosen_in_settings_draw_every_prompt_without_its_own(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start()
+    panel = await open_settings(h)
+    lora_select = panel.component("mjset:lora")
+    assert lora_select is not None and (lora_select["min_values"], lora_select["max_values"]) == (
+        0,
+        1,
+    )
+    assert [(o["value"], o.get("description")) for o in lora_select["options"]] == [
+        ("ink", "ink wash")
+    ]
+
+    content = await updated(h, await h.press(panel, "mjset:lora", values=["ink"]))
+    assert "LoRAs: **ink**" in content
+    assert h.bot.store.get_settings(str(h.tester)).loras == ("ink",)
+
+    chosen = h.stored(await h.grid("a harbour --seed 3")).job.request
+    assert chosen.loras == (LoraUse("ink", 0.8, "ink wash"),)  # at its default weight
+    typed = h.stored(await h.grid("a harbour --seed 3 --lora ink:0.3")).job.request
+    assert typed.loras == (LoraUse("ink", 0.3, "ink wash"),)  # the prompt's own win
+    xl = h.stored(await h.grid("a harbour --seed 3 --v tiny-xl")).job.request
+    assert xl.loras == ()  # an SD LoRA: left out on SDXL (no note: the prompt named none)
+
+    content = await updated(h, await h.press(panel, "mjset:lora", values=[]))
+    assert "LoRAs: **none**" in content
+    assert h.stored(await h.grid("a harbour --seed 3")).job.request.loras == ()
+
+
+async def test_a_remix_keeps_the_loras_settings_gave_its_job(harness: Harness) -> None:
+    h = harness
+    await h.start()
+    user = str(h.tester)
+    h.bot.store.save_settings(user, UserSettings(loras=("ink",)))
+    grid = await h.grid("a harbour --seed 3")
+    h.bot.store.save_settings(user, UserSettings(remix=True))  # LoRAs cleared since
+
+    submit = await h.remix(grid, f"mj:r:0:{job_id_of(grid)}", "a harbour at night")
+
+    message = await h.job_message(submit)
+    assert h.stored(message).job.request.loras == (LoraUse("ink", 0.8, "ink wash"),)
+    await h.finished(message.id)
+    typed = await h.grid("a harbour --lora ink:0.5")
+    submit = await h.remix(typed, f"mj:r:0:{job_id_of(typed)}", "a harbour")  # --lora deleted
+    assert h.stored(await h.job_message(submit)).job.request.loras == ()
 
 
 async def test_a_bad_suffix_is_refused_privately(harness: Harness) -> None:
@@ -284,5 +335,5 @@ async def test_help_names_the_commands_and_this_servers_models_versions_and_lora
         assert f"`{command}`" in reply
     assert "`tiny` (default)" in reply and "`tiny-xl`" in reply and "`broken`" in reply
     assert "`--v 7` → `tiny-xl`" in reply
-    assert "LoRAs (`--lora NAME[:WEIGHT]`): `ink`: ink wash" in reply
+    assert "LoRAs (`--lora NAME[:WEIGHT]`): `ink` (SD 1.x/2.x): ink wash" in reply
     assert len(reply) <= 2000

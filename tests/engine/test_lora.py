@@ -165,6 +165,12 @@ def test_a_lora_that_cannot_load_fails_the_job_with_its_name(
         run(generator, job)
     assert not generator.is_loaded(job)
 
+    # an SD LoRA on SDXL, its family not said: the message says what to set
+    unsure = replace(generator.config, loras={"ink": replace(LORAS["ink"], family=None)})
+    (job,) = prompt_jobs(read_prompt("a cat --lora ink --v tiny-xl", unsure), "tester", 1)
+    with pytest.raises(ModelLoadError, match=r"into tiny-xl: .*Say which in \[loras.ink\] family"):
+        run(Generator(unsure), job)
+
 
 def test_a_lora_on_fused_qkv_projections_draws_as_on_unfused_ones(config: EngineConfig) -> None:
     """fuse_qkv replaces the projections a LoRA patches: they are unfused before it loads."""
