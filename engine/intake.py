@@ -234,11 +234,11 @@ def read_blend(
     prefs: Preferences | None = None,
 ) -> Reading:
     """/blend: the images (their links, as shown; the bot stores their bytes) mixed with equal
-    weights and no text, at `aspect`, on the user's model and stylize (not their suffix): the
-    prompt Midjourney shows for a blend, read as any pasted one is."""
+    weights and no text, at `aspect`, on the user's model, stylize and LoRAs (not their suffix):
+    the prompt Midjourney shows for a blend, read as any pasted one is."""
     prefs = prefs or Preferences()
     text = " ".join([*links, f"--ar {aspect[0]}:{aspect[1]}"])
-    mine = Preferences(model=prefs.model, stylize=prefs.stylize)
+    mine = Preferences(model=prefs.model, stylize=prefs.stylize, loras=prefs.loras)
     return read_prompt(text, config, mine, permutations=False)
 
 

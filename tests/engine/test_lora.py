@@ -21,7 +21,7 @@ from engine.config import (
     parse_engine_config,
 )
 from engine.generate import GenerationError, Generator
-from engine.intake import prompt_jobs, read_prompt
+from engine.intake import Preferences, prompt_jobs, read_blend, read_prompt
 from engine.jobs import JobResult
 from engine.loader import ModelLoadError, load_pipeline
 from engine.prompt import PromptError, parse_prompt
@@ -183,3 +183,17 @@ def test_a_lora_on_fused_qkv_projections_draws_as_on_unfused_ones(config: Engine
     prompt = "a harbour --seed 5 --steps 2 --lora ink"
     expected = pixels(draw(Generator(config), prompt))
     assert np.abs(pixels(draw(Generator(config, loader=fused), prompt)) - expected).max() <= 1.0
+
+
+def test_a_users_own_loras_apply_to_prompts_and_blends_without_their_own(
+    config: EngineConfig,
+) -> None:
+    prefs = Preferences(loras=("ink", "inkxl", "gone"))  # "gone": left the config since
+    [plain] = read_prompt("a cat", config, prefs).prompts
+    assert plain.request.loras == (LoraUse("ink", 0.8, "ink wash"),)  # the SD one, on tiny
+    assert plain.request.notes == ()  # nothing to say: the prompt named none
+    [typed] = read_prompt("a cat --lora ink:0.2", config, prefs).prompts
+    assert typed.request.loras == (LoraUse("ink", 0.2, "ink wash"),)
+    links = ["https://x.com/a.png", "https://x.com/b.png"]
+    [blend] = read_blend(links, (2, 3), config, prefs).prompts
+    assert blend.request.loras == (LoraUse("ink", 0.8, "ink wash"),)
