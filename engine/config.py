@@ -254,6 +254,9 @@ class EngineConfig:
     # presets kept loaded at once; the least recently used goes. 1: two SDXL presets need
     # ~14 GB of GPU memory, more than most single GPUs have beside the work itself
     max_loaded_models: int = 1
+    # LoRAs kept loaded per preset; the least recently used goes (each takes GPU memory: an
+    # SDXL one of rank 32 about 0.1–0.2 GB)
+    max_loaded_loras: int = 8
     presets: Mapping[str, ModelPreset] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
     # [versions]: a Midjourney version ("6.1") → the preset `--v 6.1` runs on; unlisted: default
     versions: Mapping[str, str] = field(default_factory=dict)
@@ -522,6 +525,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             "threads",
             "batch_pixels",
             "max_loaded_models",
+            "max_loaded_loras",
             "tf32",
             "channels_last",
             "fuse_qkv",
@@ -576,6 +580,7 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
             else SpeedConfig.warm_up,
         ),
         max_loaded_models=take(engine, "max_loaded_models", int, 1, "engine"),
+        max_loaded_loras=take(engine, "max_loaded_loras", int, 8, "engine"),
         presets=presets,
         versions=_versions(versions, presets),
         loras=_loras(loras),
@@ -595,6 +600,10 @@ def parse_engine_config(data: Mapping[str, Any], base_dir: Path = Path()) -> Eng
     if config.max_loaded_models < 1:
         raise ConfigError(
             f"engine.max_loaded_models must be 1 or more, got {config.max_loaded_models}"
+        )
+    if config.max_loaded_loras < 1:
+        raise ConfigError(
+            f"engine.max_loaded_loras must be 1 or more, got {config.max_loaded_loras}"
         )
     if config.threads < 0:
         raise ConfigError(f"engine.threads must be 0 or more, got {config.threads}")

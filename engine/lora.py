@@ -2,7 +2,8 @@
 `--lora NAME[:WEIGHT] …`.
 
 Each is loaded into a preset's pipeline once, the first time a job there asks for it (diffusers'
-`load_lora_weights`, on peft; safetensors only), and stays loaded with the pipeline. Before every
+`load_lora_weights`, on peft; safetensors only), and stays loaded with the pipeline; past
+`[engine] max_loaded_loras` the least recently used is deleted (`delete_adapters`). Before every
 job the pipeline's active set is made the job's (`set_adapters` with its weights) or switched
 off (`disable_lora`): a job without `--lora` draws exactly what it drew before any was loaded.
 Variations, upscales and edits of a job reuse its LoRAs (they share the UNet and the request).
@@ -15,6 +16,8 @@ set of LoRAs compiles again.
 from __future__ import annotations
 
 import logging
+import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ class Loras:
     def __init__(self, pipe: Any, preset: ModelPreset) -> None:
         self._pipe = pipe
         self._preset = preset
-        self._loaded: set[str] = set()
+        self._loaded: OrderedDict[str, None] = OrderedDict()  # least recently used first
         self._active: tuple[tuple[str, float], ...] = ()
         self._enabled = True
 
@@ -51,10 +54,14 @@ class Loras:
         return any(use.name not in self._loaded for use in uses)
 
     def load(self, uses: Sequence[LoraUse], config: EngineConfig) -> None:
-        """Load those of `uses` not loaded yet; ModelLoadError names one that cannot be."""
+        """Load those of `uses` not loaded yet, past `[engine] max_loaded_loras` deleting the
+        least recently used others first; ModelLoadError names one that cannot be loaded."""
+        wanted = {use.name for use in uses}
         for use in uses:
             if use.name in self._loaded:
+                self._loaded.move_to_end(use.name)
                 continue
+            self._make_room(config.max_loaded_loras, wanted)
             lora = config.loras.get(use.name)
             if lora is None:  # a stored job whose LoRA left the config since
                 raise ModelLoadError(
@@ -63,12 +70,14 @@ class Loras:
             self._unfuse()
             try:
                 folder, weight_name = _files(lora, config)
-                self._pipe.load_lora_weights(
-                    str(folder),
-                    weight_name=weight_name,
-                    adapter_name=lora.name,
-                    use_safetensors=True,
-                )
+                with warnings.catch_warnings():  # several adapters in one model are the point
+                    warnings.filterwarnings("ignore", "Already found a `peft_config`")
+                    self._pipe.load_lora_weights(
+                        str(folder),
+                        weight_name=weight_name,
+                        adapter_name=lora.name,
+                        use_safetensors=True,
+                    )
             except Exception as exc:
                 logger.exception("could not load the LoRA %r", lora.name)
                 hint = (
@@ -81,7 +90,7 @@ class Loras:
                     f"could not load the LoRA `{lora.name}` ({lora.source}) into "
                     f"{self._preset.name}: {error_gist(exc)}. {hint}"
                 ) from exc
-            self._loaded.add(lora.name)
+            self._loaded[lora.name] = None
             self._active = ()  # load_lora_weights turns the new one on: set it again
             logger.info("loaded the LoRA %r", lora.name)
 
@@ -100,6 +109,15 @@ class Loras:
             self._pipe.disable_lora()
         self._active, self._enabled = wanted, bool(wanted)
         return True
+
+    def _make_room(self, most: int, wanted: set[str]) -> None:
+        others = [name for name in self._loaded if name not in wanted]
+        while others and len(self._loaded) >= most:
+            name = others.pop(0)
+            self._pipe.delete_adapters([name])
+            del self._loaded[name]
+            self._active = ()  # set again before the next job
+            logger.info("unloaded the LoRA %r to make room", name)
 
     def _unfuse(self) -> None:
         unet = self._pipe.unet

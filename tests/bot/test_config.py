@@ -61,7 +61,7 @@ def test_example_file_documents_every_key() -> None:
         "engine": [
             "model", "device", "dtype", "cache_dir", "preload", "preview_every", "job_timeout",
             "load_timeout", "shutdown_grace", "upscaler", "captioner", "threads",
-            "max_loaded_models",
+            "max_loaded_models", "max_loaded_loras",
         ],
         "storage": ["path", "keep_days", "max_gb"],
         "models.dreamshaper": [
@@ -74,6 +74,7 @@ def test_example_file_documents_every_key() -> None:
         "moderation": list(ModerationConfig.__dataclass_fields__),
         "images": list(ImagesConfig.__dataclass_fields__),
         "web": ["listen", "public_url", "secret"],
+        "loras.pixel": ["source", "weight_name", "weight", "trigger", "family"],
     }  # fmt: skip
     for table, names in keys.items():
         section = text.split(f"[{table}]", 1)[1].split("\n[", 1)[0].split("\n# [", 1)[0]
@@ -94,6 +95,7 @@ def test_example_files_commented_examples_are_valid(tmp_path: Path) -> None:
     assert config.engine.preset("sdxl").steps == 25
     assert config.engine.preset("sdxl").family == "sdxl"  # unchanged fields stay
     assert config.engine.cache_dir == tmp_path / "models"
+    assert config.engine.loras["pixel"].trigger == "pixel art"
 
 
 def test_every_table_parsed(tmp_path: Path) -> None:

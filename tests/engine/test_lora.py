@@ -197,3 +197,21 @@ def test_a_users_own_loras_apply_to_prompts_and_blends_without_their_own(
     links = ["https://x.com/a.png", "https://x.com/b.png"]
     [blend] = read_blend(links, (2, 3), config, prefs).prompts
     assert blend.request.loras == (LoraUse("ink", 0.8, "ink wash"),)
+
+
+def test_past_max_loaded_loras_the_least_recently_used_is_unloaded(config: EngineConfig) -> None:
+    loras = {"ink": LORAS["ink"], "ink2": replace(LORAS["ink"], name="ink2", trigger="")}
+    generator = Generator(replace(config, loras=loras, max_loaded_loras=1))
+    plain = pixels(draw(generator, "a harbour --seed 5 --steps 2"))
+    first = pixels(draw(generator, "a harbour --seed 5 --steps 2 --lora ink"))
+
+    draw(generator, "a harbour --seed 5 --steps 2 --lora ink2")
+
+    pipe = generator.model("tiny").pipe
+    assert pipe.get_list_adapters() == {"unet": ["ink2"], "text_encoder": ["ink2"]}
+    (again,) = prompt_jobs(read_prompt("a harbour --lora ink", generator.config), "tester", 1)
+    assert not generator.is_loaded(again)  # loaded again when it runs, and draws as before
+    assert np.array_equal(pixels(draw(generator, "a harbour --seed 5 --steps 2 --lora ink")), first)
+    draw(generator, "a harbour --seed 5 --steps 2 --lora ink ink2")  # a job's own all stay
+    assert sorted(pipe.get_list_adapters()["unet"]) == ["ink", "ink2"]
+    assert np.array_equal(pixels(draw(generator, "a harbour --seed 5 --steps 2")), plain)
