@@ -110,6 +110,7 @@ FULL_SETTINGS = UserSettings(
     remix=True,
     suffix="--ar 3:2",
     options=(("mine", "--s 250"), ("wide", "--ar 21:9")),
+    loras=("ink", "pixel"),
 )
 
 
